@@ -1,0 +1,64 @@
+"""Rate statistics: period jitter, lateness and overruns of timers, over a recent window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class RateSummary:
+    name: str
+    target_hz: float
+    ticks: int
+    overruns: int
+    lateness_p50: float
+    lateness_p99: float
+    lateness_max: float
+    jitter_p50: float
+    jitter_p99: float
+    jitter_max: float
+    callback_p99: float
+
+
+class RateStats:
+    """Ring buffers of per-tick lateness, period error and callback duration (seconds)."""
+
+    def __init__(self, name: str, period: float, window: int = WINDOW):
+        self.name = name
+        self.period = period
+        self.ticks = 0
+        self.overruns = 0
+        self._late = np.zeros(window)
+        self._jitter = np.zeros(window)
+        self._cb = np.zeros(window)
+        self._last_start: float | None = None
+
+    def record(self, deadline: float, start: float, end: float, missed: int) -> None:
+        i = self.ticks % self._late.size
+        self._late[i] = start - deadline
+        self._jitter[i] = abs((start - self._last_start) - self.period) if self._last_start is not None else 0.0
+        self._cb[i] = end - start
+        self._last_start = start
+        self.ticks += 1
+        self.overruns += missed
+
+    def reset(self) -> None:
+        self.ticks = self.overruns = 0
+        self._last_start = None
+
+    def summary(self) -> RateSummary:
+        n = min(self.ticks, self._late.size)
+        late, jit, cb = self._late[:n], self._jitter[:n], self._cb[:n]
+
+        def pct(a: np.ndarray, q: float) -> float:
+            return float(np.percentile(a, q)) if a.size else 0.0
+
+        return RateSummary(
+            self.name, 1.0 / self.period, self.ticks, self.overruns,
+            pct(late, 50), pct(late, 99), float(late.max()) if n else 0.0,
+            pct(jit, 50), pct(jit, 99), float(jit.max()) if n else 0.0, pct(cb, 99),
+        )

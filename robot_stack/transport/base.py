@@ -1,0 +1,116 @@
+"""The one transport interface. Backends register themselves with `@register_transport`.
+
+A backend moves typestore messages between publishers and subscriptions; callbacks run on the
+backend's own thread (or inline for `inproc`) and must be quick: the Node hands them to its
+executor. Bad bytes from the wire are counted in `dropped` and never reach a callback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from robot_stack.errors import TransportUnavailable
+from robot_stack.qos import QoSProfile
+
+MessageCallback = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic seen on the graph: name (`/joint_states`), type (`sensor_msgs/msg/JointState`)."""
+
+    name: str
+    type_name: str
+    publishers: int = 0
+    subscribers: int = 0
+
+
+class TransportPublisher(ABC):
+    topic: str
+    type_name: str
+
+    @abstractmethod
+    def publish(self, msg: Any) -> None:
+        """Send one (already validated) message."""
+
+    @abstractmethod
+    def matched_subscriptions(self) -> int:
+        """How many subscriptions currently receive this publisher's messages."""
+
+    def close(self) -> None:
+        """Stop publishing; idempotent."""
+
+
+class TransportSubscription(ABC):
+    topic: str
+    type_name: str
+    dropped: int = 0  # malformed samples received and discarded
+
+    def close(self) -> None:
+        """Stop receiving; idempotent."""
+
+
+class Transport(ABC):
+    """A message backend. One instance per process is the norm (see `robot_stack.context`)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def create_publisher(self, topic: str, type_name: str, qos: QoSProfile) -> TransportPublisher: ...
+
+    @abstractmethod
+    def create_subscription(
+        self, topic: str, type_name: str, qos: QoSProfile, callback: MessageCallback
+    ) -> TransportSubscription: ...
+
+    @abstractmethod
+    def topics(self) -> list[TopicInfo]:
+        """Topics known on the graph right now (local and discovered remote endpoints)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @classmethod
+    def check_available(cls) -> str:
+        """Return a one-line description if usable here, else raise TransportUnavailable(why)."""
+        return "available"
+
+
+_REGISTRY: dict[str, type[Transport]] = {}
+# Where each built-in backend lives: imported on first use so optional packages stay optional.
+_BUILTIN_MODULES = {
+    "inproc": "robot_stack.transport.inproc",
+    "dds": "robot_stack.transport.dds",
+    "rclpy": "robot_stack.transport.rclpy_backend",
+}
+
+
+def register_transport(name: str):
+    def deco(cls: type[Transport]) -> type[Transport]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def transport_class(name: str) -> type[Transport]:
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(_BUILTIN_MODULES[name])
+        except ImportError as exc:
+            raise TransportUnavailable(f"transport '{name}' needs a package that is missing: {exc}") from exc
+    if name not in _REGISTRY:
+        raise TransportUnavailable(f"unknown transport '{name}'; known: {', '.join(available_names())}")
+    return _REGISTRY[name]
+
+
+def available_names() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+
+
+def create_transport(name: str, **options: Any) -> Transport:
+    return transport_class(name)(**options)
