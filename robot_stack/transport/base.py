@@ -37,8 +37,12 @@ class TransportPublisher(ABC):
         """Send one (already validated) message."""
 
     @abstractmethod
-    def matched_subscriptions(self) -> int:
-        """How many subscriptions currently receive this publisher's messages."""
+    def matched_subscriptions(self, *, excluding_tag: str | None = None) -> int:
+        """How many subscriptions currently receive this publisher's messages.
+
+        `excluding_tag` leaves out subscriptions created with that `tag` (the shared-memory
+        image path uses it to publish a full `Image` only when someone outside needs it).
+        """
 
     def close(self) -> None:
         """Stop publishing; idempotent."""
@@ -63,8 +67,9 @@ class Transport(ABC):
 
     @abstractmethod
     def create_subscription(
-        self, topic: str, type_name: str, qos: QoSProfile, callback: MessageCallback
-    ) -> TransportSubscription: ...
+        self, topic: str, type_name: str, qos: QoSProfile, callback: MessageCallback, *, tag: str | None = None
+    ) -> TransportSubscription:
+        """`tag` is visible to publishers (see `TransportPublisher.matched_subscriptions`)."""
 
     @abstractmethod
     def topics(self) -> list[TopicInfo]:

@@ -52,8 +52,8 @@ class _InprocPublisher(TransportPublisher):
         for sub in tuple(_BUS.subs.get(self.topic, ())):
             sub.callback(msg)
 
-    def matched_subscriptions(self) -> int:
-        return len(_BUS.subs.get(self.topic, ()))
+    def matched_subscriptions(self, *, excluding_tag: str | None = None) -> int:
+        return sum(1 for s in _BUS.subs.get(self.topic, ()) if excluding_tag is None or s.tag != excluding_tag)
 
     def close(self) -> None:
         with _BUS.lock:
@@ -63,8 +63,8 @@ class _InprocPublisher(TransportPublisher):
 
 
 class _InprocSubscription(TransportSubscription):
-    def __init__(self, topic: str, type_name: str, callback: MessageCallback):
-        self.topic, self.type_name, self.callback = topic, type_name, callback
+    def __init__(self, topic: str, type_name: str, callback: MessageCallback, tag: str | None):
+        self.topic, self.type_name, self.callback, self.tag = topic, type_name, callback, tag
 
     def close(self) -> None:
         with _BUS.lock:
@@ -86,11 +86,11 @@ class InprocTransport(Transport):
         return pub
 
     def create_subscription(
-        self, topic: str, type_name: str, qos: QoSProfile, callback: MessageCallback
+        self, topic: str, type_name: str, qos: QoSProfile, callback: MessageCallback, *, tag: str | None = None
     ) -> TransportSubscription:
         with _BUS.lock:
             _BUS.claim_type(topic, type_name)
-            sub = _InprocSubscription(topic, type_name, callback)
+            sub = _InprocSubscription(topic, type_name, callback, tag)
             _BUS.subs[topic].append(sub)
             latched = _BUS.latched.get(topic) if qos.durability.value == "transient_local" else None
         self._endpoints.append(sub)

@@ -1,0 +1,1 @@
+"""The `robot-stack` command: one entry point, one module per subcommand group."""

@@ -1,0 +1,52 @@
+"""`robot-stack` entry point. Each module in SUBCOMMANDS exposes `register(subparsers)`, which adds
+its parser(s) and sets `func=handler(args) -> int` on them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from robot_stack.errors import RobotStackError
+
+SUBCOMMANDS = (
+    "robot_stack.cli.topic",
+    "robot_stack.cli.msg",
+    "robot_stack.cli.node",
+    "robot_stack.cli.launch",
+    "robot_stack.cli.doctor",
+    "robot_stack.cli.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robot-stack", description="robot-stack: robot learning platform CLI")
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # subcommand not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="[%(levelname)s] [%(name)s] %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except RobotStackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
