@@ -12,7 +12,7 @@ import ctypes
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

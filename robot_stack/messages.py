@@ -208,7 +208,8 @@ def _to_array(typ: str, fname: str, base: str, dtype: np.dtype, value: Any) -> n
         raise MessageFieldError(typ, fname, f"expected a 1-D sequence of {base}, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "biuf":
         bad = next((i for i, v in enumerate(value) if not isinstance(v, (int, float, np.number, bool))), 0)
-        raise MessageFieldError(typ, f"{fname}[{bad}]", f"expected {base}, got {type(value[bad]).__name__} {value[bad]!r}")
+        got = value[bad]
+        raise MessageFieldError(typ, f"{fname}[{bad}]", f"expected {base}, got {type(got).__name__} {got!r}")
     if base in _INT_RANGES and arr.size:
         if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
             raise MessageFieldError(typ, fname, f"expected integers ({base}), got {arr.dtype}")

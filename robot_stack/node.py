@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from robot_stack import messages
 from robot_stack.clock import Clock
@@ -32,7 +33,7 @@ class NameResolver:
         if not name:
             raise ValueError("topic name must not be empty")
         if name.startswith("~"):
-            return f"{self.namespace}/{self.node_name}{name[1:]}" if name != "~" else f"{self.namespace}/{self.node_name}"
+            return f"{self.namespace}/{self.node_name}{name[1:]}"
         if name.startswith("/"):
             return name
         return f"{self.namespace}/{name}"
