@@ -50,6 +50,14 @@ class RateStats:
         self.ticks = self.overruns = 0
         self._last_start = None
 
+    def lateness_samples(self) -> np.ndarray:
+        """Lateness of the most recent ticks (up to the window), oldest first [s]."""
+        n = min(self.ticks, self._late.size)
+        if self.ticks <= self._late.size:
+            return self._late[:n].copy()
+        i = self.ticks % self._late.size
+        return np.concatenate([self._late[i:], self._late[:i]])
+
     def summary(self) -> RateSummary:
         n = min(self.ticks, self._late.size)
         late, jit, cb = self._late[:n], self._jitter[:n], self._cb[:n]

@@ -1,0 +1,1 @@
+"""`make bench`: measured figures, each reported against a baseline from the same run."""

@@ -1,0 +1,154 @@
+"""Transport benchmarks (issue: core runtime). Every figure is a ratio against a baseline measured
+in the same run: raw cyclonedds-python, rclpy (Fast DDS), or a plain sleep-then-spin loop.
+
+Writes benchmarks/results/transport.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks.report import percentiles, print_table, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "2000"))
+FLOOD_S = float(os.environ.get("BENCH_FLOOD_S", "3"))
+FRAMES = int(os.environ.get("BENCH_FRAMES", "200"))
+TIMER_S = float(os.environ.get("BENCH_TIMER_S", "5"))
+console = Console()
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.peers", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen, timeout: float) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark peer {proc.args[3:]} failed (exit {proc.returncode}):\n{err[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _pair(driver: tuple[str, ...], peer: tuple[str, ...], timeout: float = 180.0) -> tuple[dict, dict | None]:
+    """Start `peer` (the side that waits), then `driver`; return both JSON results."""
+    p = _spawn(*peer)
+    try:
+        time.sleep(0.5)
+        d = _spawn(*driver)
+        driver_out = _result(d, timeout)
+        try:
+            peer_out = _result(p, timeout)
+        except RuntimeError:
+            peer_out = None
+        return driver_out, peer_out
+    finally:
+        for proc in (p,):
+            if proc.poll() is None:
+                proc.kill()
+
+
+def round_trip() -> list[dict]:
+    peer_s = str(60)
+    rows = []
+    for stack in ("cy", "rs", "rclpy"):
+        with console.status(f"round trip: {stack}"):
+            out, _ = _pair((f"{stack}_ping", str(ROUND_TRIPS)), (f"{stack}_echo", peer_s))
+        rows.append({"stack": stack, **percentiles(out["rtt_s"])})
+    return rows
+
+
+def throughput() -> list[dict]:
+    rows = []
+    for stack in ("rs", "rclpy"):
+        with console.status(f"throughput: {stack}"):
+            sink = _spawn(f"{stack}_sink", str(FLOOD_S + 8))
+            time.sleep(0.5)
+            flood = _spawn(f"{stack}_flood", str(FLOOD_S))
+            sent = _result(flood, 120)["sent"]
+            got = _result(sink, 120)
+        rate = got["received"] / got["span_s"] if got["span_s"] else 0.0
+        rows.append({"stack": stack, "sent": sent, "received": got["received"], "msgs_per_s": rate})
+    return rows
+
+
+def image() -> list[dict]:
+    rows = []
+    for stack in ("rs", "rclpy"):
+        with console.status(f"640x480 rgb8 images: {stack}"):
+            sink = _spawn(f"{stack}_image_sink", str(FRAMES / 50 + 10))
+            time.sleep(0.5)
+            pub = _spawn(f"{stack}_image_pub", str(FRAMES), "50")
+            _result(pub, 120)
+            lat = _result(sink, 120)["latency_s"]
+        rows.append({"stack": stack, "frames": len(lat), **percentiles(lat)})
+    return rows
+
+
+def timers() -> list[dict]:
+    rows = []
+    for hz in ("500", "1000"):
+        for mode in ("sleep_spin", "executor"):
+            with console.status(f"timer {hz} Hz ({mode}) with a busy neighbour"):
+                neighbour = _spawn("busy", str(TIMER_S + 5))
+                try:
+                    out = _result(_spawn("timer", hz, str(TIMER_S), mode), 120)
+                finally:
+                    neighbour.kill()
+            rows.append({"rate_hz": int(hz), "loop": mode, "cpu_fraction": out["cpu_fraction"],
+                         **percentiles(out["lateness_s"])})
+    return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def run() -> dict:
+    rt, tp, img, tm = round_trip(), throughput(), image(), timers()
+    by = {r["stack"]: r for r in rt}
+    goals = {
+        "rtt_p50_vs_raw_cyclonedds": _ratio(by["rs"]["p50_us"], by["cy"]["p50_us"]),
+        "rtt_p99_vs_raw_cyclonedds": _ratio(by["rs"]["p99_us"], by["cy"]["p99_us"]),
+        "rtt_p50_vs_rclpy": _ratio(by["rs"]["p50_us"], by["rclpy"]["p50_us"]),
+        "throughput_vs_rclpy": _ratio(tp[0]["msgs_per_s"], tp[1]["msgs_per_s"]),
+        "image_p50_speedup_vs_rclpy": _ratio(img[1]["p50_us"], img[0]["p50_us"]),
+        "image_p99_speedup_vs_rclpy": _ratio(img[1]["p99_us"], img[0]["p99_us"]),
+    }
+    ex = [r for r in tm if r["loop"] == "executor"]
+    base = {r["rate_hz"]: r for r in tm if r["loop"] == "sleep_spin"}
+    for r in ex:
+        goals[f"timer_{r['rate_hz']}hz_p99_lateness_us"] = r["p99_us"]
+        goals[f"timer_{r['rate_hz']}hz_p99_vs_sleep_spin"] = _ratio(r["p99_us"], base[r["rate_hz"]]["p99_us"])
+    targets = {
+        "rtt_p50_vs_raw_cyclonedds": ("<=", 1.0), "rtt_p99_vs_raw_cyclonedds": ("<=", 1.2),
+        "throughput_vs_rclpy": (">=", 10.0), "image_p50_speedup_vs_rclpy": (">=", 10.0),
+        "timer_500hz_p99_lateness_us": ("<=", 100.0), "timer_1000hz_p99_lateness_us": ("<=", 100.0),
+    }
+    summary = []
+    for key, value in goals.items():
+        op, target = targets.get(key, ("", None))
+        met = None if target is None else (value <= target if op == "<=" else value >= target)
+        summary.append({"figure": key, "value": value, "goal": f"{op} {target}" if target else "", "met": met})
+    print_table("7-DOF JointState round trip across processes (us)", rt, ["stack", "p50_us", "p99_us", "max_us", "n"])
+    print_table("JointState throughput, 1 publisher -> 1 subscriber across processes", tp,
+                ["stack", "sent", "received", "msgs_per_s"])
+    print_table("640x480 rgb8 frame latency across processes (us)", img,
+                ["stack", "frames", "p50_us", "p99_us", "max_us"])
+    print_table("Timer lateness with a busy neighbour process (us)", tm,
+                ["rate_hz", "loop", "p50_us", "p99_us", "max_us", "cpu_fraction"])
+    print_table("Goals (ratios measured in this run)", summary, ["figure", "value", "goal", "met"])
+    path = write_results("transport", [], {"round_trip": rt, "throughput": tp, "image": img, "timers": tm,
+                                           "goals": summary})
+    console.print(f"wrote {path.relative_to(ROOT)}")
+    return {"goals": summary}
