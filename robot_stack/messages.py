@@ -157,11 +157,57 @@ def from_dict(name: str, values: dict | None) -> Any:
 
 
 def validate(msg: Any) -> Any:
-    """Check (and normalize in place: lists -> numpy arrays) every field of a message."""
+    """Check (and normalize in place: lists -> numpy arrays) every field of a message.
+
+    Runs on every publish, so each type gets a cached list of cheap per-field checks; only a
+    field failing its check goes through the full coercion, which converts or names the field.
+    """
     typ = type_name_of(msg)
-    for fname, (kind, detail) in fields(typ):
-        setattr(msg, fname, _coerce(typ, fname, kind, detail, getattr(msg, fname)))
+    for fname, ok, kind, detail in _field_checks(typ):
+        value = getattr(msg, fname)
+        if not ok(value):
+            setattr(msg, fname, _coerce(typ, fname, kind, detail, value))
     return msg
+
+
+@functools.cache
+def _field_checks(typ: str) -> tuple:
+    return tuple((fname, _fast_check(kind, detail), kind, detail) for fname, (kind, detail) in fields(typ))
+
+
+def _fast_check(kind: Nodetype, detail: Any) -> Any:
+    """A predicate that is True only for values already in canonical form (never a false True)."""
+    if kind == Nodetype.BASE:
+        base = detail[0]
+        if base == "string":
+            return (lambda v: type(v) is str) if not detail[1] else (lambda v: False)
+        if base == "bool":
+            return lambda v: type(v) is bool
+        if base in ("float32", "float64"):
+            return lambda v: type(v) is float
+        return lambda v: False  # integers: range checks go through _coerce_base
+    if kind == Nodetype.NAME:
+        return lambda v: getattr(v, "__msgtype__", None) == detail and _nested_valid(v)
+    (sub_kind, sub_detail), length = detail
+    if sub_kind == Nodetype.BASE and sub_detail[0] in _NUMPY_DTYPES:
+        dtype = np.dtype(_NUMPY_DTYPES[sub_detail[0]])
+        fixed = length if kind == Nodetype.ARRAY else None
+        bound = length if kind == Nodetype.SEQUENCE and length else None
+        return lambda v: (
+            type(v) is np.ndarray and v.dtype == dtype and v.ndim == 1
+            and (fixed is None or v.size == fixed) and (bound is None or v.size <= bound)
+        )
+    if sub_kind == Nodetype.BASE and sub_detail[0] == "string" and not sub_detail[1] and not length:
+        return lambda v: type(v) is list and all(type(x) is str for x in v)
+    return lambda v: False
+
+
+def _nested_valid(value: Any) -> bool:
+    try:
+        validate(value)
+    except MessageFieldError:
+        return False  # _coerce then raises with the full field path
+    return True
 
 
 def _coerce(typ: str, fname: str, kind: Nodetype, detail: Any, value: Any) -> Any:
