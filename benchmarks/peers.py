@@ -126,28 +126,7 @@ def _wait_matched(count_fn, timeout: float = 20.0) -> None:
 
 # --- raw cyclonedds-python -------------------------------------------------------------------
 def _cy_types():
-    from dataclasses import dataclass
-
-    from cyclonedds.idl import IdlStruct
-    from cyclonedds.idl.types import float64, int32, sequence, uint32
-
-    @dataclass
-    class Time(IdlStruct, typename="builtin_interfaces::msg::dds_::Time_"):
-        sec: int32
-        nanosec: uint32
-
-    @dataclass
-    class Header(IdlStruct, typename="std_msgs::msg::dds_::Header_"):
-        stamp: Time
-        frame_id: str
-
-    @dataclass
-    class JointState(IdlStruct, typename="sensor_msgs::msg::dds_::JointState_"):
-        header: Header
-        name: sequence[str]
-        position: sequence[float64]
-        velocity: sequence[float64]
-        effort: sequence[float64]
+    from benchmarks.cyclone_types import Header, JointState, Time
 
     return Time, Header, JointState
 
@@ -159,10 +138,12 @@ def _cy_endpoints(read_topic: str, write_topic: str):
     from cyclonedds.qos import Policy, Qos
     from cyclonedds.sub import DataReader
     from cyclonedds.topic import Topic
-    from robot_stack.transport.dds_config import cyclone_config
 
-    domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
-    keep = Domain(domain, cyclone_config())
+    from robot_stack.transport import dds_config
+
+    cfg = dds_config.resolve()  # the same loopback discovery set-up as the dds transport
+    domain = cfg.domain_id
+    keep = Domain(domain, cfg.xml())
     dp = DomainParticipant(domain)
     _, _, JointState = _cy_types()
     qos = Qos(Policy.Reliability.Reliable(0), Policy.History.KeepLast(10))
@@ -329,6 +310,9 @@ def timer(hz: str, seconds: str, mode: str) -> None:
         t = node.create_timer(period, lambda: None)
         ex = rs.Executor()
         ex.add_node(node)
+        ex.spin_for(0.5)  # warm-up: first-use costs, spin-margin adaptation
+        t.stats.reset()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         ex.spin_for(float(seconds))
         lateness = t.stats.lateness_samples().tolist()
     else:

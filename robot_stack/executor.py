@@ -19,6 +19,7 @@ import numpy as np
 from robot_stack.node import Node, Timer
 
 _PR_SET_TIMERSLACK = 29
+MAX_SPIN_FRACTION = 0.1
 
 
 def reduce_timer_slack(ns: int = 1000) -> bool:
@@ -33,7 +34,7 @@ def reduce_timer_slack(ns: int = 1000) -> bool:
 class _SpinMargin:
     """How early to wake before a deadline: p99 of observed oversleep plus a small guard."""
 
-    def __init__(self, initial: float = 200e-6, lo: float = 40e-6, hi: float = 2e-3, window: int = 256):
+    def __init__(self, initial: float = 200e-6, lo: float = 40e-6, hi: float = 1e-3, window: int = 256):
         self.value, self.lo, self.hi = initial, lo, hi
         self._samples = np.zeros(window)
         self._n = 0
@@ -136,9 +137,11 @@ class Executor:
                 if msg is not None:
                     sub.callback(msg)
 
-    def _next_wall_deadline(self) -> float | None:
-        deadlines = [t.next_deadline for t in self._timers() if t.next_deadline is not None and not t.clock.sim_time]
-        return min(deadlines) if deadlines else None
+    def _next_wall_deadline(self) -> tuple[float | None, float]:
+        """The earliest wall-clock timer deadline and that timer's period."""
+        due = [(t.next_deadline, t.period) for t in self._timers()
+               if t.next_deadline is not None and not t.clock.sim_time]
+        return min(due) if due else (None, math.inf)
 
     def _wait(self, timeout_sec: float | None) -> None:
         if any(n._ready for n in self._nodes):
@@ -147,13 +150,15 @@ class Executor:
         if any(n._ready for n in self._nodes):
             return
         now = time.perf_counter()
-        deadline = self._next_wall_deadline()
+        deadline, period = self._next_wall_deadline()
         if timeout_sec is not None:
             deadline = min(deadline, now + timeout_sec) if deadline is not None else now + timeout_sec
         if deadline is None:
             self._wake.wait()
             return
-        margin = self._margin.value if self._margin else self._fixed_margin
+        # Spin at most 10% of the period: on a loaded machine late wake-ups come from CPU
+        # contention, and spinning longer would only cost the loop more of its CPU share.
+        margin = min(self._margin.value if self._margin else self._fixed_margin, MAX_SPIN_FRACTION * period)
         sleep_for = deadline - now - margin
         if sleep_for > 0:
             if self._wake.wait(sleep_for):

@@ -19,6 +19,7 @@ from robot_stack.params import Parameter, ParameterStore
 from robot_stack.qos import QoSProfile, as_profile
 from robot_stack.rates import RateStats
 from robot_stack.stats import NodeStatsReporter
+from robot_stack.transport import shm
 
 
 class NameResolver:
@@ -51,7 +52,7 @@ class Publisher:
     def __init__(self, node: Node, topic: str, type_name: str, qos: QoSProfile):
         self.topic, self.type_name, self.qos = topic, type_name, qos
         self._node = node
-        self._impl = node.context.transport.create_publisher(topic, type_name, qos)
+        self._impl = shm.create_publisher(node.context.transport, topic, type_name, qos)  # Images: shm path
         self.published = 0
 
     @property
@@ -82,7 +83,7 @@ class Subscription:
         self._queue: deque = deque(maxlen=qos.depth)
         self.received = 0
         self.overflowed = 0  # dropped because the executor fell behind (keep-last semantics)
-        self._impl = node.context.transport.create_subscription(topic, type_name, qos, self._enqueue)
+        self._impl = shm.create_subscription(node.context.transport, topic, type_name, qos, self._enqueue)
 
     @property
     def dropped(self) -> int:

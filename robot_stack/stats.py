@@ -11,6 +11,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from robot_stack import messages
+from robot_stack.errors import TransportError
 from robot_stack.qos import QoSProfile
 
 if TYPE_CHECKING:
@@ -24,9 +25,14 @@ STATS_PERIOD = 1.0
 class NodeStatsReporter:
     def __init__(self, node: Node):
         self._node = node
-        self._pub = node.context.transport.create_publisher(STATS_TOPIC, STATS_TYPE, QoSProfile(depth=10))
-        self._timer = node.create_timer(STATS_PERIOD, self.publish, name="_stats")
         self._hostname = socket.gethostname()
+        self._timer = None
+        try:
+            self._pub = node.context.transport.create_publisher(STATS_TOPIC, STATS_TYPE, QoSProfile(depth=10))
+        except TransportError as exc:  # e.g. rclpy cannot carry project types
+            node.get_logger().info("node stats are not published: %s", exc)
+            return
+        self._timer = node.create_timer(STATS_PERIOD, self.publish, name="_stats")
 
     def build(self):
         node = self._node
