@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from robot_stack.node import Node, Timer
+from robot_stack.wakeup import Wakeup
 
 _PR_SET_TIMERSLACK = 29
 MAX_SPIN_FRACTION = 0.1
@@ -50,7 +50,7 @@ class _SpinMargin:
 class Executor:
     def __init__(self, *, adaptive_spin: bool = True, spin_margin: float = 200e-6):
         self._nodes: list[Node] = []
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._shutdown = False
         self._margin = _SpinMargin(initial=spin_margin) if adaptive_spin else None
         self._fixed_margin = spin_margin

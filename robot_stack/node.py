@@ -7,7 +7,6 @@ Parameters, name resolution and statistics live in small helpers (`ParameterStor
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from robot_stack.qos import QoSProfile, as_profile
 from robot_stack.rates import RateStats
 from robot_stack.stats import NodeStatsReporter
 from robot_stack.transport import shm
+from robot_stack.wakeup import Wakeup
 
 
 class NameResolver:
@@ -148,7 +148,7 @@ class Node:
         self.subscriptions: list[Subscription] = []
         self.timers: list[Timer] = []
         self._ready: deque[Subscription] = deque()
-        self._wake: threading.Event = threading.Event()
+        self._wake: Wakeup = Wakeup()
         self._logger = logging.getLogger(f"robot_stack.{self.get_fully_qualified_name().strip('/').replace('/', '.')}")
         if self.declare_parameter("use_sim_time", False).value:
             self.context.clock.enable_sim_time(self.context.transport)
@@ -215,7 +215,7 @@ class Node:
         self._ready.append(sub)
         self._wake.set()
 
-    def _attach(self, wake: threading.Event) -> None:
+    def _attach(self, wake: Wakeup) -> None:
         self._wake = wake
         if self._ready or self.timers:
             wake.set()
