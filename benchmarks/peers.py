@@ -63,24 +63,28 @@ def rs_ping(count: str) -> None:
     emit({"rtt_s": rtts[WARMUP:]})
 
 
-def rs_sink(seconds: str) -> None:
+def _rs_flood_msg(kind: str):
+    from robot_stack import convert, messages
+
+    if kind == "int64":
+        return messages.make("std_msgs/msg/Int64", data=7)
+    return convert.joint_state(JOINTS, np.zeros(7), np.zeros(7), np.zeros(7))
+
+
+def rs_sink(seconds: str, kind: str) -> None:
     rs, node, ex = _rs_node("sink")
     times: list[float] = []
-    node.create_subscription("sensor_msgs/msg/JointState", "/bench/flood", lambda m: times.append(time.perf_counter()),
-                             1000)
+    node.create_subscription(_rs_flood_msg(kind).__msgtype__, "/bench/flood",
+                             lambda m: times.append(time.perf_counter()), 1000)
     ex.spin_for(float(seconds))
     emit({"received": len(times), "span_s": (times[-1] - times[0]) if len(times) > 1 else 0.0})
 
 
-def rs_flood(seconds: str) -> None:
-    from robot_stack import convert
-
+def rs_flood(seconds: str, kind: str) -> None:
     rs, node, ex = _rs_node("flood")
-    pub = node.create_publisher("sensor_msgs/msg/JointState", "/bench/flood", 1000)
-    msg = convert.joint_state(JOINTS, np.zeros(7), np.zeros(7), np.zeros(7))
-    while pub.get_subscription_count() == 0:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    msg = _rs_flood_msg(kind)
+    pub = node.create_publisher(msg.__msgtype__, "/bench/flood", 1000)
+    _wait_matched(pub.get_subscription_count)
     end, sent = time.perf_counter() + float(seconds), 0
     while time.perf_counter() < end:
         pub.publish(msg)
@@ -99,7 +103,7 @@ def rs_image_pub(count: str, hz: str) -> None:
         frame[0, 0, 0] = i % 255
         pub.publish(convert.image(frame, "rgb8", stamp=rs.clock.Time(time.time_ns())))
         ex.spin_once(1.0 / float(hz))
-    emit({"sent": int(count)})
+    emit({"sent": int(count), "full_images_sent": getattr(pub._impl, "full_published", None)})
 
 
 def rs_image_sink(seconds: str) -> None:
@@ -233,10 +237,18 @@ def rclpy_ping(count: str) -> None:
     emit({"rtt_s": rtts[WARMUP:]})
 
 
-def rclpy_flood(seconds: str) -> None:
+def _rclpy_flood_msg(kind: str):
+    if kind == "int64":
+        from std_msgs.msg import Int64
+
+        return Int64, Int64(data=7)
+    return _rclpy_js()
+
+
+def rclpy_flood(seconds: str, kind: str) -> None:
     rclpy, node = _rclpy_node("flood")
-    JointState, msg = _rclpy_js()
-    pub = node.create_publisher(JointState, "/bench/flood", 1000)
+    cls, msg = _rclpy_flood_msg(kind)
+    pub = node.create_publisher(cls, "/bench/flood", 1000)
     _wait_matched(pub.get_subscription_count)
     end, sent = time.perf_counter() + float(seconds), 0
     while time.perf_counter() < end:
@@ -245,11 +257,11 @@ def rclpy_flood(seconds: str) -> None:
     emit({"sent": sent})
 
 
-def rclpy_sink(seconds: str) -> None:
+def rclpy_sink(seconds: str, kind: str) -> None:
     rclpy, node = _rclpy_node("sink")
-    JointState, _ = _rclpy_js()
+    cls, _ = _rclpy_flood_msg(kind)
     times: list[float] = []
-    node.create_subscription(JointState, "/bench/flood", lambda m: times.append(time.perf_counter()), 1000)
+    node.create_subscription(cls, "/bench/flood", lambda m: times.append(time.perf_counter()), 1000)
     end = time.monotonic() + float(seconds)
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)

@@ -60,6 +60,9 @@ class Executor:
     def add_node(self, node: Node) -> None:
         if node in self._nodes:
             return
+        if not self._nodes and not self._wake.is_set():
+            # The first node's transport may offer a doorbell that polls its readers in our thread.
+            self._wake = node.context.transport.create_waiter() or self._wake
         self._nodes.append(node)
         node._attach(self._wake)
         node.context.clock.add_listener(self._wake.set)
@@ -68,6 +71,7 @@ class Executor:
         if node in self._nodes:
             self._nodes.remove(node)
             node.context.clock.remove_listener(self._wake.set)
+            node._attach(Wakeup())  # its subscriptions deliver from their own threads again
 
     def get_nodes(self) -> list[Node]:
         return list(self._nodes)
@@ -128,6 +132,7 @@ class Executor:
             timer.stats.record(deadline, now, self._now(timer), missed)
 
     def _run_ready_subscriptions(self, budget: int = 256) -> None:
+        self._wake.poll()
         for node in tuple(self._nodes):
             for _ in range(budget):
                 sub = node.take_ready()

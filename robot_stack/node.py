@@ -181,6 +181,7 @@ class Node:
     ) -> Subscription:
         sub = Subscription(self, self.names.resolve(topic), _type_name(msg_type), callback, as_profile(qos_profile))
         self.subscriptions.append(sub)
+        self._wake.watch(sub._impl)
         return sub
 
     def create_timer(self, timer_period_sec: float, callback: Callable[[], Any], *, name: str | None = None) -> Timer:
@@ -194,6 +195,7 @@ class Node:
         self.publishers.remove(pub)
 
     def destroy_subscription(self, sub: Subscription) -> None:
+        self._wake.unwatch(sub._impl)
         sub.destroy()
         self.subscriptions.remove(sub)
 
@@ -216,6 +218,10 @@ class Node:
         self._wake.set()
 
     def _attach(self, wake: Wakeup) -> None:
+        """Ring `wake` (an executor's doorbell) from now on; it may poll our subscriptions."""
+        for sub in self.subscriptions:
+            self._wake.unwatch(sub._impl)
+            wake.watch(sub._impl)
         self._wake = wake
         if self._ready or self.timers:
             wake.set()

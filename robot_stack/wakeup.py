@@ -9,6 +9,7 @@ operation each way). Same methods as Event: `set`, `clear`, `is_set`, `wait`.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class Wakeup:
@@ -41,3 +42,13 @@ class Wakeup:
         if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             self._lock.release()  # stay signalled until clear()
         return self._flag
+
+    # A plain doorbell polls nothing: subscriptions deliver from their own threads.
+    def watch(self, subscription: Any) -> None:
+        """Let this doorbell take `subscription`'s samples itself where it can."""
+
+    def unwatch(self, subscription: Any) -> None:
+        """Undo `watch` (the subscription delivers from its own thread again)."""
+
+    def poll(self) -> None:
+        """Take pending samples of watched subscriptions (their callbacks run in this thread)."""

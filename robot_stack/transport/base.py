@@ -54,6 +54,10 @@ class TransportSubscription(ABC):
     type_name: str
     dropped: int = 0  # malformed samples received and discarded
 
+    def parts(self) -> list[TransportSubscription]:
+        """The transport-level subscriptions this one is made of (a doorbell may poll them)."""
+        return [self]
+
     def close(self) -> None:
         """Stop receiving; idempotent."""
 
@@ -78,6 +82,11 @@ class Transport(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def create_waiter(self) -> Any | None:
+        """A doorbell for an executor thread that can poll this transport's subscriptions itself
+        (see `robot_stack.wakeup`), or None when subscriptions deliver from their own threads."""
+        return None
 
     @classmethod
     def check_available(cls) -> str:

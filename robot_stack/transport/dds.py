@@ -7,9 +7,11 @@ cyclonedds-python's serializer: the typestore's CDR bytes are written as they ar
 bytes are taken raw and deserialized by the typestore.
 
 Threads: subscription callbacks run on cyclone's receive thread (a listener), or inline in the
-publishing thread for a reader in the same process. Writes release the GIL (a raw `dds_write`
-through ctypes), so a listener waiting for the GIL never blocks a writer delivering to that same
-reader. Never close a subscription or publish to its own topic from inside its callback.
+publishing thread for a reader in the same process -- unless an executor polls the reader from
+its own thread through a `DdsWaiter` (the normal case for a Node: see `dds_waiter`).
+Writes release the GIL (a raw `dds_write` through ctypes), so a listener waiting for the GIL
+never blocks a writer delivering to that same reader. Never close a subscription or publish to
+its own topic from inside its callback.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from importlib import metadata
 from typing import Any
 
 from cyclonedds import _clayer
-from cyclonedds.core import DDSException, InstanceState, Listener, Policy, Qos, SampleState, ViewState
+from cyclonedds.core import (
+    DDSException,
+    InstanceState,
+    Listener,
+    Policy,
+    Qos,
+    ReadCondition,
+    SampleState,
+    ViewState,
+)
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.internal import DDS
 from cyclonedds.pub import DataWriter
@@ -220,6 +231,29 @@ class DdsSubscription(TransportSubscription):
         self._reader, self._ref = reader, reader._ref
         self._drain()
 
+    # --- polled mode: an executor's DdsWaiter takes the samples in its own thread ---------------
+    def enter_polled(self) -> ReadCondition | None:
+        """Drop the listener; return a ReadCondition for the waiter (None when closed)."""
+        reader = self._reader
+        if reader is None:
+            return None
+        reader.set_listener(None)  # waits for a running listener call (GIL released meanwhile)
+        return ReadCondition(reader, _ANY_STATE)
+
+    def leave_polled(self, condition: ReadCondition) -> None:
+        delete_entity(condition)
+        reader = self._reader
+        if reader is not None:
+            reader.set_listener(self.listener)
+            self._drain()
+
+    def poll(self) -> bool:
+        """Deliver pending samples in this thread; False once the subscription is closed."""
+        if self._ref is None:
+            return False
+        self._drain()
+        return True
+
     def _on_data_available(self, _reader: Any) -> None:
         # Runs on a cyclone thread: nothing may escape from here.
         try:
@@ -335,6 +369,14 @@ class DdsTransport(Transport):
         with self._lock:
             if endpoint in self._endpoints:
                 self._endpoints.remove(endpoint)
+
+    def create_waiter(self):
+        """An executor doorbell on a cyclone WaitSet that polls this transport's readers."""
+        from robot_stack.transport.dds_waiter import DdsWaiter
+
+        if self._closed:
+            raise TransportError("the dds transport is closed")
+        return DdsWaiter(self)
 
     def topics(self) -> list[TopicInfo]:
         if self._closed:

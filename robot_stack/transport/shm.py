@@ -358,6 +358,9 @@ class ShmImageSubscription(TransportSubscription):
             self._descriptors.close()
             raise
 
+    def parts(self) -> list[TransportSubscription]:
+        return [*self._descriptors.parts(), *self._plain.parts()]
+
     @property
     def dropped(self) -> int:
         """Malformed samples, plus frames lost to an overwrite or an unreadable segment."""
