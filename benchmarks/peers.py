@@ -92,33 +92,83 @@ def rs_flood(seconds: str, kind: str) -> None:
     emit({"sent": sent})
 
 
-def rs_image_pub(count: str, hz: str) -> None:
+def _rs_image_qos(rs, qos: str):
+    return rs.SENSOR_DATA if qos == "sensor" else rs.QoSProfile(depth=10)
+
+
+def rs_image_pub(count: str, hz: str, qos: str) -> None:
+    """`hz` 0: back to back (throughput); else paced like a camera (latency)."""
     from robot_stack import convert
 
     rs, node, ex = _rs_node("camera")
-    pub = node.create_publisher("sensor_msgs/msg/Image", "/bench/image", rs.SENSOR_DATA)
+    pub = node.create_publisher("sensor_msgs/msg/Image", "/bench/image", _rs_image_qos(rs, qos))
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     _wait_matched(pub.get_subscription_count)
     for i in range(int(count)):
         frame[0, 0, 0] = i % 255
         pub.publish(convert.image(frame, "rgb8", stamp=rs.clock.Time(time.time_ns())))
-        ex.spin_once(1.0 / float(hz))
+        ex.spin_once(1.0 / float(hz) if float(hz) else 0.0)
+    time.sleep(0.5)
     emit({"sent": int(count), "full_images_sent": getattr(pub._impl, "full_published", None)})
 
 
-def rs_image_sink(seconds: str) -> None:
+def rs_image_sink(seconds: str, qos: str) -> None:
+    from robot_stack import convert
+
     rs, node, ex = _rs_node("viewer")
     lat: list[float] = []
+    times: list[float] = []
 
     def on_image(m) -> None:
-        from robot_stack import convert
-
         convert.image_array(m)  # the consumer gets a usable HxWx3 array
+        times.append(time.perf_counter())
         lat.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
 
-    node.create_subscription("sensor_msgs/msg/Image", "/bench/image", on_image, rs.SENSOR_DATA)
+    node.create_subscription("sensor_msgs/msg/Image", "/bench/image", on_image, _rs_image_qos(rs, qos))
     ex.spin_for(float(seconds))
-    emit({"latency_s": lat})
+    emit({"latency_s": lat, "fps": _rate(times)})
+
+
+def rs_image_echo(seconds: str) -> None:
+    """Acknowledge each frame (an Int64 with its index) once it is a usable HxWx3 array."""
+    from robot_stack import convert, messages
+
+    rs, node, ex = _rs_node("image_echo")
+    ack = node.create_publisher("std_msgs/msg/Int64", "/bench/image_ack", 10)
+
+    def on_image(m) -> None:
+        px = convert.image_array(m)
+        ack.publish(messages.make("std_msgs/msg/Int64", data=int(px[0, 0, 0])))
+
+    node.create_subscription("sensor_msgs/msg/Image", "/bench/image_rt", on_image, 10)
+    ex.spin_for(float(seconds))
+
+
+def rs_image_ping(count: str) -> None:
+    from robot_stack import convert
+
+    rs, node, ex = _rs_node("image_ping")
+    pub = node.create_publisher("sensor_msgs/msg/Image", "/bench/image_rt", 10)
+    acks: list[int] = []
+    node.create_subscription("std_msgs/msg/Int64", "/bench/image_ack", lambda m: acks.append(m.data), 10)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    while not acks:
+        pub.publish(convert.image(frame, "rgb8"))
+        ex.spin_once(0.1)
+    rtts = []
+    for i in range(int(count) + WARMUP // 4):
+        frame[0, 0, 0] = i % 200
+        acks.clear()
+        t0 = time.perf_counter()
+        pub.publish(convert.image(frame, "rgb8"))
+        while not acks or acks[-1] != i % 200:
+            ex.spin_once(1.0)
+        rtts.append(time.perf_counter() - t0)
+    emit({"rtt_s": rtts[WARMUP // 4:]})
+
+
+def _rate(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
 
 
 def _wait_matched(count_fn, timeout: float = 20.0) -> None:
@@ -268,40 +318,92 @@ def rclpy_sink(seconds: str, kind: str) -> None:
     emit({"received": len(times), "span_s": (times[-1] - times[0]) if len(times) > 1 else 0.0})
 
 
-def rclpy_image_pub(count: str, hz: str) -> None:
-    from rclpy.qos import qos_profile_sensor_data
+def _rclpy_image_qos(qos: str):
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+    return qos_profile_sensor_data if qos == "sensor" else QoSProfile(depth=10)
+
+
+def rclpy_image_pub(count: str, hz: str, qos: str) -> None:
     from sensor_msgs.msg import Image
 
     rclpy, node = _rclpy_node("camera")
-    pub = node.create_publisher(Image, "/bench/image", qos_profile_sensor_data)
+    pub = node.create_publisher(Image, "/bench/image", _rclpy_image_qos(qos))
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     _wait_matched(pub.get_subscription_count)
     for i in range(int(count)):
         frame[0, 0, 0] = i % 255
-        m = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=frame.tobytes())
         ns = time.time_ns()
+        m = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=frame.tobytes())
         m.header.stamp.sec, m.header.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
         pub.publish(m)
-        rclpy.spin_once(node, timeout_sec=1.0 / float(hz))
+        rclpy.spin_once(node, timeout_sec=1.0 / float(hz) if float(hz) else 0.0)
+    time.sleep(0.5)
     emit({"sent": int(count)})
 
 
-def rclpy_image_sink(seconds: str) -> None:
-    from rclpy.qos import qos_profile_sensor_data
+def rclpy_image_sink(seconds: str, qos: str) -> None:
     from sensor_msgs.msg import Image
 
     rclpy, node = _rclpy_node("viewer")
     lat: list[float] = []
+    times: list[float] = []
 
     def on_image(m) -> None:
         np.frombuffer(m.data, dtype=np.uint8).reshape(m.height, m.width, 3)
+        times.append(time.perf_counter())
         lat.append(time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))
 
-    node.create_subscription(Image, "/bench/image", on_image, qos_profile_sensor_data)
+    node.create_subscription(Image, "/bench/image", on_image, _rclpy_image_qos(qos))
     end = time.monotonic() + float(seconds)
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)
-    emit({"latency_s": lat})
+    emit({"latency_s": lat, "fps": _rate(times)})
+
+
+def rclpy_image_echo(seconds: str) -> None:
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Int64
+
+    rclpy, node = _rclpy_node("image_echo")
+    ack = node.create_publisher(Int64, "/bench/image_ack", 10)
+
+    def on_image(m) -> None:
+        px = np.frombuffer(m.data, dtype=np.uint8).reshape(m.height, m.width, 3)
+        ack.publish(Int64(data=int(px[0, 0, 0])))
+
+    node.create_subscription(Image, "/bench/image_rt", on_image, 10)
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+
+
+def rclpy_image_ping(count: str) -> None:
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Int64
+
+    rclpy, node = _rclpy_node("image_ping")
+    pub = node.create_publisher(Image, "/bench/image_rt", 10)
+    acks: list[int] = []
+    node.create_subscription(Int64, "/bench/image_ack", lambda m: acks.append(m.data), 10)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+    def image() -> Image:
+        return Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=frame.tobytes())
+
+    while not acks:
+        pub.publish(image())
+        rclpy.spin_once(node, timeout_sec=0.1)
+    rtts = []
+    for i in range(int(count) + WARMUP // 4):
+        frame[0, 0, 0] = i % 200
+        acks.clear()
+        t0 = time.perf_counter()
+        pub.publish(image())
+        while not acks or acks[-1] != i % 200:
+            rclpy.spin_once(node, timeout_sec=1.0)
+        rtts.append(time.perf_counter() - t0)
+    emit({"rtt_s": rtts[WARMUP // 4:]})
 
 
 # --- timers ----------------------------------------------------------------------------------
@@ -343,8 +445,9 @@ def timer(hz: str, seconds: str, mode: str) -> None:
 
 
 ROLES = {f.__name__: f for f in (
-    rs_echo, rs_ping, rs_sink, rs_flood, rs_image_pub, rs_image_sink, cy_echo, cy_ping,
-    rclpy_echo, rclpy_ping, rclpy_flood, rclpy_sink, rclpy_image_pub, rclpy_image_sink, busy, timer,
+    rs_echo, rs_ping, rs_sink, rs_flood, rs_image_pub, rs_image_sink, rs_image_echo, rs_image_ping, cy_echo,
+    cy_ping, rclpy_echo, rclpy_ping, rclpy_flood, rclpy_sink, rclpy_image_pub, rclpy_image_sink, rclpy_image_echo,
+    rclpy_image_ping, busy, timer,
 )}
 
 if __name__ == "__main__":

@@ -100,14 +100,18 @@ class Executor:
         self._shutdown = True
         self._wake.set()
 
-    def spin_once(self, timeout_sec: float | None = None) -> None:
+    def spin_once(self, timeout_sec: float | None = None) -> bool:
+        """Run what is ready; if nothing was, wait up to `timeout_sec` for work and run it.
+
+        Returns True when a callback ran (like rclpy, it never waits after doing work, so a
+        caller looping `while not done: spin_once(t)` sees each result at once).
+        """
         if not self._slack_set:
             self._slack_set = reduce_timer_slack()
-        self._run_due_timers()
-        self._run_ready_subscriptions()
+        if self._run_ready_work():
+            return True
         self._wait(timeout_sec)
-        self._run_due_timers()
-        self._run_ready_subscriptions()
+        return self._run_ready_work()
 
     # --- internals ---------------------------------------------------------------------------
     def _timers(self) -> list[Timer]:
@@ -117,7 +121,11 @@ class Executor:
     def _now(timer: Timer) -> float:
         return timer.clock.now().seconds if timer.clock.sim_time else time.perf_counter()
 
-    def _run_due_timers(self) -> None:
+    def _run_ready_work(self) -> bool:
+        return (self._run_due_timers() + self._run_ready_subscriptions()) > 0
+
+    def _run_due_timers(self) -> int:
+        ran = 0
         for timer in self._timers():
             now = self._now(timer)
             if timer.next_deadline is None:
@@ -130,9 +138,12 @@ class Executor:
             timer.next_deadline = deadline + (missed + 1) * timer.period
             timer.callback()
             timer.stats.record(deadline, now, self._now(timer), missed)
+            ran += 1
+        return ran
 
-    def _run_ready_subscriptions(self, budget: int = 256) -> None:
+    def _run_ready_subscriptions(self, budget: int = 256) -> int:
         self._wake.poll()
+        ran = 0
         for node in tuple(self._nodes):
             for _ in range(budget):
                 sub = node.take_ready()
@@ -141,6 +152,8 @@ class Executor:
                 msg = sub.take()
                 if msg is not None:
                     sub.callback(msg)
+                    ran += 1
+        return ran
 
     def _next_wall_deadline(self) -> tuple[float | None, float]:
         """The earliest wall-clock timer deadline and that timer's period."""

@@ -147,3 +147,19 @@ def test_sim_time_clock_and_timers_follow_clock_topic(ctx):
     assert node.get_clock().now().nanoseconds == 300_000_000
     assert 2 <= len(ticks) <= 3
     assert all(np.diff(ticks) >= 100_000_000 - 1)
+
+
+def test_spin_once_returns_after_running_ready_work_without_waiting(ctx):
+    import time
+
+    node = rs.Node("n", context=ctx, publish_stats=False)
+    got = []
+    node.create_subscription("std_msgs/msg/Int32", "once", got.append)
+    pub = node.create_publisher("std_msgs/msg/Int32", "once")
+    ex = rs.Executor()
+    ex.add_node(node)
+    pub.publish(messages.make("std_msgs/msg/Int32", data=1))
+    t0 = time.monotonic()
+    assert ex.spin_once(30.0) is True  # the message was ready: run it, do not wait 30 s
+    assert got and time.monotonic() - t0 < 10.0
+    assert ex.spin_once(0.05) is False  # nothing to do: waits the timeout, runs nothing
