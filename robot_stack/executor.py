@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from robot_stack.node import Node, Timer
+from robot_stack.rates import quantile
 from robot_stack.wakeup import Wakeup
 
 _PR_SET_TIMERSLACK = 29
@@ -43,7 +44,7 @@ class _SpinMargin:
         self._samples[self._n % self._samples.size] = oversleep
         self._n += 1
         if self._n % self._samples.size == 0:
-            p99 = float(np.percentile(self._samples, 99))
+            p99 = quantile(self._samples, 99)
             self.value = min(max(p99 + 30e-6, self.lo), self.hi)
 
 

@@ -382,8 +382,9 @@ class ShmImageSubscription(TransportSubscription):
                 return
             self._dedupe.remember("shm", key)
             self.from_shm += 1
-        self.callback(messages.make(
-            IMAGE_TYPE, header=desc.header, height=desc.height, width=desc.width, encoding=desc.encoding,
+        # The descriptor was type-checked when deserialized: build the Image without re-validating.
+        self.callback(messages.get_class(IMAGE_TYPE)(
+            header=desc.header, height=desc.height, width=desc.width, encoding=desc.encoding,
             is_bigendian=desc.is_bigendian, step=desc.step, data=data,
         ))
 
