@@ -90,3 +90,30 @@ def test_wakeup_from_another_thread_and_timers_still_run(ctx):
     threading.Timer(0.2, ex.shutdown).start()
     ex.spin()  # returns because shutdown() rang the guard condition
     assert 10 <= len(ticks) <= 21
+
+
+def test_malformed_samples_dropped_in_polled_mode(ctx):
+    from cyclonedds import _clayer
+    from cyclonedds.domain import DomainParticipant
+    from cyclonedds.pub import DataWriter
+    from cyclonedds.topic import Topic
+
+    from robot_stack.qos import DEFAULT
+    from robot_stack.transport.dds import cyclone_qos, user_data
+    from robot_stack.transport.dds_types import idl_struct
+
+    node = Node("strict", context=ctx, publish_stats=False)
+    got = []
+    sub = node.create_subscription("std_msgs/msg/String", f"{NS}/bad", lambda m: got.append(m.data))
+    ex = Executor()
+    ex.add_node(node)
+    raw = DomainParticipant(ctx.transport.config.domain_id)
+    topic = Topic(raw, f"rt{NS}/bad", idl_struct("std_msgs/msg/String"))
+    writer = DataWriter(raw, topic, qos=cyclone_qos(DEFAULT, user_data("std_msgs/msg/String")))
+    assert ex.spin_until(lambda: writer.get_matched_subscriptions(), 5.0)
+    good = messages.serialize(messages.make("std_msgs/msg/String", data="okay"))
+    bad = good.replace(b"okay", b"\xff\xfe\xfd\xfc")  # passes cyclone's CDR check, not UTF-8
+    assert _clayer.ddspy_write(writer._ref, bad) == 0
+    assert _clayer.ddspy_write(writer._ref, good) == 0
+    assert ex.spin_until(lambda: got == ["okay"], 5.0)
+    assert sub.dropped == 1
