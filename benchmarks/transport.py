@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from benchmarks.report import percentiles, print_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "2000"))
+ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "3000"))
 FLOOD_S = float(os.environ.get("BENCH_FLOOD_S", "3"))
 FRAMES = int(os.environ.get("BENCH_FRAMES", "200"))
 TIMER_S = float(os.environ.get("BENCH_TIMER_S", "5"))
@@ -51,29 +52,36 @@ def _pair(driver: tuple[str, ...], peer: tuple[str, ...], timeout: float = 180.0
         p.communicate()
 
 
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
 def round_trip() -> list[dict]:
-    peer_s = str(60)
-    rows = []
-    for stack in ("cy", "rs", "rclpy"):
-        with console.status(f"round trip: {stack}"):
-            out, _ = _pair((f"{stack}_ping", str(ROUND_TRIPS)), (f"{stack}_echo", peer_s))
-        rows.append({"stack": stack, **percentiles(out["rtt_s"])})
-    return rows
+    """Stacks measured in interleaved rounds, so drift in machine load hits them alike."""
+    samples: dict[str, list[float]] = {"cy": [], "rs": [], "rclpy": []}
+    for r in range(ROUNDS):
+        for stack in samples:
+            with console.status(f"round trip: {stack} (round {r + 1}/{ROUNDS})"):
+                out, _ = _pair((f"{stack}_ping", str(ROUND_TRIPS // ROUNDS)), (f"{stack}_echo", "120"))
+            samples[stack] += out["rtt_s"]
+    return [{"stack": stack, **percentiles(rtts)} for stack, rtts in samples.items()]
 
 
 def throughput() -> list[dict]:
+    """Messages/s received, median over interleaved rounds."""
     rows = []
     for kind in ("int64", "joint_state"):
-        for stack in ("rs", "rclpy"):
-            with console.status(f"throughput: {stack} {kind}"):
-                sink = _spawn(f"{stack}_sink", str(FLOOD_S + 8), kind)
-                time.sleep(0.5)
-                flood = _spawn(f"{stack}_flood", str(FLOOD_S), kind)
-                sent = _result(flood, 120)["sent"]
-                got = _result(sink, 120)
-            rate = got["received"] / got["span_s"] if got["span_s"] else 0.0
-            rows.append({"message": kind, "stack": stack, "sent": sent, "received": got["received"],
-                         "msgs_per_s": rate})
+        rates: dict[str, list[float]] = {"rs": [], "rclpy": []}
+        for r in range(ROUNDS):
+            for stack in rates:
+                with console.status(f"throughput: {stack} {kind} (round {r + 1}/{ROUNDS})"):
+                    sink = _spawn(f"{stack}_sink", str(FLOOD_S + 4), kind)
+                    time.sleep(0.5)
+                    _result(_spawn(f"{stack}_flood", str(FLOOD_S), kind), 120)
+                    got = _result(sink, 120)
+                rates[stack].append(got["received"] / got["span_s"] if got["span_s"] else 0.0)
+        for stack, values in rates.items():
+            rows.append({"message": kind, "stack": stack, "msgs_per_s": float(np.median(values)),
+                         "min": min(values), "max": max(values)})
     return rows
 
 
@@ -144,8 +152,8 @@ def run() -> dict:
         met = None if target is None else (value <= target if op == "<=" else value >= target)
         summary.append({"figure": key, "value": value, "goal": f"{op} {target}" if target else "", "met": met})
     print_table("7-DOF JointState round trip across processes (us)", rt, ["stack", "p50_us", "p99_us", "max_us", "n"])
-    print_table("Small-message throughput, 1 publisher -> 1 subscriber across processes", tp,
-                ["message", "stack", "sent", "received", "msgs_per_s"])
+    print_table("Small-message throughput, 1 publisher -> 1 subscriber across processes (median of rounds)", tp,
+                ["message", "stack", "msgs_per_s", "min", "max"])
     print_table("640x480 rgb8 frame across processes (us): round trip busy, one way at 30 Hz", img,
                 ["stack", "rtt_p50_us", "rtt_p99_us", "frames_30hz", "lat30_p50_us", "lat30_p99_us"])
     print_table("Timer lateness with a busy neighbour process (us)", tm,
