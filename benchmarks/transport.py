@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,8 +49,19 @@ def _pair(driver: tuple[str, ...], peer: tuple[str, ...], timeout: float = 180.0
         time.sleep(0.5)
         return _result(_spawn(*driver), timeout), None
     finally:
-        p.kill()
-        p.communicate()
+        _stop(p)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT first so rclpy/Fast DDS remove their shared-memory segments, then kill."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.communicate()
 
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -113,7 +125,7 @@ def timers() -> list[dict]:
                 try:
                     out = _result(_spawn("timer", hz, str(TIMER_S), mode), 120)
                 finally:
-                    neighbour.kill()
+                    _stop(neighbour)
             rows.append({"rate_hz": int(hz), "loop": mode, "cpu_fraction": out["cpu_fraction"],
                          **percentiles(out["lateness_s"])})
     return rows

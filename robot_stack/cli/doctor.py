@@ -15,7 +15,7 @@ from rich.text import Text
 
 from robot_stack.cli import common
 from robot_stack.errors import TransportUnavailable
-from robot_stack.transport import available_names, shm, transport_class
+from robot_stack.transport import available_names, shm, shm_ring, transport_class
 
 # import name -> what it is used for
 OPTIONAL_PACKAGES = {
@@ -89,7 +89,7 @@ def _dist_version(module: str) -> str | None:
 
 
 def check_shm(path: str | None = None) -> Check:
-    path = path or str(shm.shm_dir())
+    path = path or str(shm_ring.shm_dir())
     if shm.SHM_ENV in os.environ and os.environ[shm.SHM_ENV] == "0":
         return Check("system", path, False, f"shared-memory images switched off (${shm.SHM_ENV}=0)")
     if not os.path.isdir(path):

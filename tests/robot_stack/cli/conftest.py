@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -83,7 +84,7 @@ def table_row(output: str, first_cell: str) -> list[str]:
 def stop(proc: subprocess.Popen) -> None:
     """Stop a process started by a test (this process's own child, by its handle)."""
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # a clean exit: rclpy/Fast DDS remove their /dev/shm segments
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -18,7 +18,7 @@ import pytest
 from robot_stack import convert, messages
 from robot_stack.errors import TransportUnavailable
 from robot_stack.qos import LATCHED, QoSProfile
-from robot_stack.transport import shm
+from robot_stack.transport import shm, shm_ring
 from robot_stack.transport.inproc import InprocTransport
 
 SHM = Path("/dev/shm")
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm")
 
 
 def _ours() -> set[str]:
-    return {p.name for p in SHM.glob(shm.PREFIX + "*")}
+    return {p.name for p in SHM.glob(shm_ring.PREFIX + "*")}
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +44,11 @@ def _frame(i: int, shape=(480, 640, 3)) -> np.ndarray:
 
 # --- the ring ---------------------------------------------------------------------------------
 def test_write_read_roundtrip_and_unlink_on_close():
-    ring = shm.ShmRing(1000, slots=4, label="/cam/left")
+    ring = shm_ring.ShmRing(1000, slots=4, label="/cam/left")
     assert ring.path.exists() and "cam_left" in ring.name and f"_{os.getpid()}_" in ring.name
     data = np.arange(1000, dtype=np.uint16).astype(np.uint8)
     slot, seq = ring.write(data)
-    reader = shm.ShmRingReader(ring.name)
+    reader = shm_ring.ShmRingReader(ring.name)
     assert (reader.slots, reader.slot_size, reader.writer_pid) == (4, ring.slot_size, os.getpid())
     np.testing.assert_array_equal(reader.read(slot, seq, data.size), data)
     assert reader.read(slot, seq, 10).tolist() == data[:10].tolist()
@@ -60,17 +60,17 @@ def test_write_read_roundtrip_and_unlink_on_close():
 
 
 def test_reader_keeps_its_mapping_after_unlink():
-    ring = shm.ShmRing(64, slots=2)
+    ring = shm_ring.ShmRing(64, slots=2)
     slot, seq = ring.write(b"hello")
-    reader = shm.ShmRingReader(ring.name)
+    reader = shm_ring.ShmRingReader(ring.name)
     ring.close()
     assert reader.read(slot, seq, 5).tobytes() == b"hello"
     reader.close()
 
 
 def test_wrap_around_overwrites_oldest_slot():
-    ring = shm.ShmRing(16, slots=3)
-    reader = shm.ShmRingReader(ring.name)
+    ring = shm_ring.ShmRing(16, slots=3)
+    reader = shm_ring.ShmRingReader(ring.name)
     written = [ring.write(bytes([i]) * 16) for i in range(5)]
     assert [s for s, _ in written] == [0, 1, 2, 0, 1]
     assert [q for _, q in written] == [2, 4, 6, 8, 10]
@@ -83,10 +83,10 @@ def test_wrap_around_overwrites_oldest_slot():
 
 
 def test_torn_read_detected_when_the_slot_is_overwritten_during_the_copy():
-    ring = shm.ShmRing(8, slots=1)
+    ring = shm_ring.ShmRing(8, slots=1)
     slot, seq = ring.write(b"AAAAAAAA")
 
-    class RacingReader(shm.ShmRingReader):
+    class RacingReader(shm_ring.ShmRingReader):
         def _copy(self, offset, size):
             first_half = super()._copy(offset, size // 2)
             ring.write(b"BBBBBBBB")  # the writer laps us in the middle of the copy
@@ -94,40 +94,40 @@ def test_torn_read_detected_when_the_slot_is_overwritten_during_the_copy():
 
     reader = RacingReader(ring.name)
     assert reader.read(slot, seq, 8) is None
-    assert shm.ShmRingReader._copy(reader, shm._ALIGN * 2, 8).tobytes() == b"BBBBBBBB"
+    assert shm_ring.ShmRingReader._copy(reader, shm_ring._ALIGN * 2, 8).tobytes() == b"BBBBBBBB"
     reader.close()
     ring.close()
 
 
 def test_slot_being_written_is_not_read():
-    ring = shm.ShmRing(8, slots=1)
+    ring = shm_ring.ShmRing(8, slots=1)
     slot, seq = ring.write(b"AAAAAAAA")
-    shm._SEQ.pack_into(ring._mm, shm._ALIGN, seq + 1)  # odd: a write in progress
-    reader = shm.ShmRingReader(ring.name)
+    shm_ring._SEQ.pack_into(ring._mm, shm_ring._ALIGN, seq + 1)  # odd: a write in progress
+    reader = shm_ring.ShmRingReader(ring.name)
     assert reader.read(slot, seq, 8) is None
     reader.close()
     ring.close()
 
 
 def test_bad_descriptors_and_names_are_rejected():
-    ring = shm.ShmRing(8, slots=2)
-    reader = shm.ShmRingReader(ring.name)
+    ring = shm_ring.ShmRing(8, slots=2)
+    reader = shm_ring.ShmRingReader(ring.name)
     for slot, seq, size in ((2, 2, 8), (0, 2, 10_000), (0, 3, 8)):
-        with pytest.raises(shm.ShmError):
+        with pytest.raises(shm_ring.ShmError):
             reader.read(slot, seq, size)
     reader.close()
     ring.close()
     for name in ("../etc/passwd", "robot_stack_../../x", "other_segment", ""):
-        with pytest.raises(shm.ShmError):
-            shm.ShmRingReader(name)
+        with pytest.raises(shm_ring.ShmError):
+            shm_ring.ShmRingReader(name)
     with pytest.raises(FileNotFoundError):
-        shm.ShmRingReader(ring.name)
-    with pytest.raises(shm.ShmError, match="does not fit"):
-        shm.ShmRing(8, slots=1).write(b"x" * 100)  # the ring is collected (and unlinked) right after
+        shm_ring.ShmRingReader(ring.name)
+    with pytest.raises(shm_ring.ShmError, match="does not fit"):
+        shm_ring.ShmRing(8, slots=1).write(b"x" * 100)  # the ring is collected (and unlinked) right after
 
 
 def test_finalizer_unlinks_a_dropped_ring():
-    ring = shm.ShmRing(8)
+    ring = shm_ring.ShmRing(8)
     path = ring.path
     del ring
     gc.collect()
@@ -144,8 +144,8 @@ def _run(code: str, timeout: float = 60, **env: str) -> subprocess.CompletedProc
 def test_exit_unlinks_and_a_crashed_publishers_segment_is_swept():
     code = """
         import os, sys
-        from robot_stack.transport import shm
-        ring = shm.ShmRing(64, label="crash")
+        from robot_stack.transport import shm_ring
+        ring = shm_ring.ShmRing(64, label="crash")
         print(ring.name, flush=True)
         if sys.argv[-1] == "crash" or os.environ.get("CRASH"):
             os._exit(1)  # no atexit, no finalizers: the segment stays behind
@@ -156,8 +156,8 @@ def test_exit_unlinks_and_a_crashed_publishers_segment_is_swept():
     crashed = _run(code, CRASH="1")
     stale = SHM / crashed.stdout.strip()
     assert crashed.returncode == 1 and stale.exists()
-    live = shm.ShmRing(8)
-    removed = shm.sweep_stale()
+    live = shm_ring.ShmRing(8)
+    removed = shm_ring.sweep_stale()
     assert stale.name in removed and not stale.exists()
     assert live.path.exists(), "a live publisher's segment is locked and kept"
     live.close()
