@@ -151,16 +151,20 @@ def rs_image_ping(count: str) -> None:
     pub = node.create_publisher("sensor_msgs/msg/Image", "/bench/image_rt", 10)
     acks: list[int] = []
     node.create_subscription("std_msgs/msg/Int64", "/bench/image_ack", lambda m: acks.append(m.data), 10)
-    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    source = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+    def send(index: int) -> None:
+        source[0, 0, 0] = index
+        pub.publish(convert.image(source, "rgb8"))
+
     while not acks:
-        pub.publish(convert.image(frame, "rgb8"))
+        send(0)
         ex.spin_once(0.1)
     rtts = []
     for i in range(int(count) + WARMUP // 4):
-        frame[0, 0, 0] = i % 200
         acks.clear()
         t0 = time.perf_counter()
-        pub.publish(convert.image(frame, "rgb8"))
+        send(i % 200)
         while not acks or acks[-1] != i % 200:
             ex.spin_once(1.0)
         rtts.append(time.perf_counter() - t0)

@@ -11,9 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from robot_stack import messages
 from robot_stack.clock import Clock
 from robot_stack.context import Context, default_context
+from robot_stack.convert import IMAGE_ENCODINGS
 from robot_stack.params import Parameter, ParameterStore
 from robot_stack.qos import QoSProfile, as_profile
 from robot_stack.rates import RateStats
@@ -66,6 +69,20 @@ class Publisher:
         messages.validate(msg)
         self._impl.publish(msg)
         self.published += 1
+
+    def loan_image(self, height: int, width: int, encoding: str = "rgb8") -> np.ndarray:
+        """An HxWxC array to render or decode a frame into, then publish with `convert.image`.
+
+        On a cross-process transport the array lives in the publisher's shared-memory ring, so
+        publishing it copies no pixels (ROS 2's loaned messages, for Images). Elsewhere it is a
+        plain array. Fill it and publish it before asking for the next loan.
+        """
+        if self.type_name != shm.IMAGE_TYPE:
+            raise TypeError(f"loan_image() needs a sensor_msgs/msg/Image publisher, '{self.topic}' is {self.type_name}")
+        dtype, channels = IMAGE_ENCODINGS[encoding]
+        shape, nbytes = (height, width, channels), height * width * channels * dtype.itemsize
+        loan = self._impl.loan(nbytes) if isinstance(self._impl, shm.ShmImagePublisher) else None
+        return np.empty(shape, dtype) if loan is None else loan.view(dtype).reshape(shape)
 
     def get_subscription_count(self) -> int:
         return self._impl.matched_subscriptions()

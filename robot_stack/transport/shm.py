@@ -102,7 +102,20 @@ class ShmImagePublisher(TransportPublisher):
         self._tag, self._host = shm_tag(), host_key()
         self.shm_published = 0
         self.full_published = 0
+        self.zero_copy_published = 0  # frames published from a loan: no copy into the ring
         self.broken = False  # set when no segment could be created: everyone gets full Images
+        self._loan: tuple[int, int, np.ndarray] | None = None  # (slot, seq, array) lent out
+
+    def loan(self, nbytes: int) -> np.ndarray | None:
+        """A writable uint8 array in the next ring slot, or None where shared memory is unusable.
+
+        Publishing an Image whose `data` is this array (e.g. `convert.image(arr.reshape(h, w, c))`)
+        sends it without copying the pixels into the ring.
+        """
+        if self.broken or not self._ensure_ring(nbytes):
+            return None
+        self._loan = self._ring.loan(nbytes)
+        return self._loan[2]
 
     def publish(self, msg: Any) -> None:
         if self._descriptor.matched_subscriptions() > 0 and not self.broken:
@@ -112,19 +125,40 @@ class ShmImagePublisher(TransportPublisher):
             self._plain.publish(msg)
             self.full_published += 1
 
+    def _ensure_ring(self, nbytes: int) -> bool:
+        if self._ring is not None and nbytes <= self._ring.slot_size:
+            return True
+        if self._ring is not None:
+            self._ring.close()
+            self._ring, self._loan = None, None
+        try:
+            self._ring = ShmRing(max(nbytes, 1), self._slots, label=self.topic)
+        except OSError as exc:  # e.g. /dev/shm full (64 MB in a default docker container)
+            _log.warning("shared memory unusable for '%s' (%s): publishing full Images", self.topic, exc)
+            self.broken = True
+            return False
+        return True
+
+    def _take_loan(self, data: np.ndarray) -> tuple[int, int] | None:
+        """(slot, seq) when `data` is the array lent out by `loan()`: it is already in the ring."""
+        loan, self._loan = self._loan, None
+        if loan is None or data.nbytes != loan[2].nbytes:
+            return None
+        if data.__array_interface__["data"][0] != loan[2].__array_interface__["data"][0]:
+            return None
+        return loan[0], loan[1]
+
     def _publish_descriptor(self, msg: Any) -> None:
         data = np.ascontiguousarray(msg.data, dtype=np.uint8)
-        if self._ring is None or data.nbytes > self._ring.slot_size:
-            if self._ring is not None:
-                self._ring.close()
-                self._ring = None
-            try:
-                self._ring = ShmRing(max(data.nbytes, 1), self._slots, label=self.topic)
-            except OSError as exc:  # e.g. /dev/shm full (64 MB in a default docker container)
-                _log.warning("shared memory unusable for '%s' (%s): publishing full Images", self.topic, exc)
-                self.broken = True
-                return
-        slot, seq = self._ring.write(data)
+        loaned = self._take_loan(data)
+        if loaned is not None:
+            slot, seq = loaned
+            self._ring.commit(slot, seq)
+            self.zero_copy_published += 1
+        elif self._ensure_ring(data.nbytes):
+            slot, seq = self._ring.write(data)
+        else:
+            return
         desc = messages.get_class(DESCRIPTOR_TYPE)(
             header=msg.header, segment=self._ring.name, slot=slot, seq=seq, height=msg.height, width=msg.width,
             encoding=msg.encoding, is_bigendian=msg.is_bigendian, step=msg.step, size=data.nbytes,

@@ -73,15 +73,27 @@ class ShmRing:
     def write(self, data: Any) -> tuple[int, int]:
         """Copy bytes into the next slot; returns (slot, seq) for the descriptor."""
         view = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
-        if view.nbytes > self.slot_size:
-            raise ShmError(f"frame of {view.nbytes} bytes does not fit slots of {self.slot_size} in {self.name}")
+        slot, seq, target = self.loan(view.nbytes)
+        target[:] = view
+        self.commit(slot, seq)
+        return slot, seq
+
+    def loan(self, nbytes: int) -> tuple[int, int, np.ndarray]:
+        """The next slot, marked as being written (odd seq), as a writable uint8 array of `nbytes`.
+
+        Fill it, then `commit(slot, seq)`. Readers skip the slot until then; a loan never
+        committed is simply overwritten when the ring comes round again.
+        """
+        if nbytes > self.slot_size:
+            raise ShmError(f"frame of {nbytes} bytes does not fit slots of {self.slot_size} in {self.name}")
         self._frames += 1
         slot, seq = (self._frames - 1) % self.slots, 2 * self._frames
         off = _ALIGN + slot * self._stride
         _SEQ.pack_into(self._mm, off, seq - 1)  # odd: being written
-        self._mm[off + _ALIGN : off + _ALIGN + view.nbytes] = view
-        _SEQ.pack_into(self._mm, off, seq)  # even: complete
-        return slot, seq
+        return slot, seq, np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=off + _ALIGN)
+
+    def commit(self, slot: int, seq: int) -> None:
+        _SEQ.pack_into(self._mm, _ALIGN + slot * self._stride, seq)  # even: complete
 
     def close(self) -> None:
         """Unmap and unlink (idempotent). Readers that mapped it keep their mapping."""

@@ -375,3 +375,46 @@ def test_cross_process_outside_subscriber_gets_full_images_ours_get_each_frame_o
     assert impl.duplicates == 20
     for m in got:
         np.testing.assert_array_equal(convert.image_array(m), _frame(m.header.stamp.sec - 1000))
+
+
+def test_loaned_frame_is_published_without_a_copy(pair):
+    loan = pair.pub.loan(4 * 5 * 3)
+    frame = loan.reshape(4, 5, 3)
+    frame[:] = _frame(7, (4, 5, 3))
+    pair.pub.publish(convert.image(frame))
+    assert pair.pub.zero_copy_published == 1 and pair.pub.shm_published == 1
+    np.testing.assert_array_equal(convert.image_array(pair.got[-1]), _frame(7, (4, 5, 3)))
+    # An ordinary frame after a loan is copied as usual; an abandoned loan is just overwritten.
+    pair.pub.loan(60)
+    pair.pub.publish(convert.image(_frame(8, (4, 5, 3))))
+    assert pair.pub.zero_copy_published == 1 and pair.pub.shm_published == 2
+    np.testing.assert_array_equal(convert.image_array(pair.got[-1]), _frame(8, (4, 5, 3)))
+
+
+@pytest.mark.parametrize("transport", ["dds", "inproc"])
+def test_node_publisher_loan_image(transport):
+    from robot_stack.context import Context
+    from robot_stack.executor import Executor
+    from robot_stack.node import Node
+
+    with Context(transport) as ctx:
+        node = Node("camera", context=ctx, publish_stats=False)
+        topic = f"/loan_{uuid.uuid4().hex[:8]}"
+        got: list = []
+        node.create_subscription("sensor_msgs/msg/Image", topic, got.append)
+        pub = node.create_publisher("sensor_msgs/msg/Image", topic)
+        ex = Executor()
+        ex.add_node(node)
+        if transport == "dds":
+            assert ex.spin_until(lambda: pub._impl._descriptor.matched_subscriptions() > 0, 10.0)
+        frame = pub.loan_image(6, 8, "rgb8")
+        assert frame.shape == (6, 8, 3) and frame.dtype == np.uint8
+        frame[:] = _frame(3, (6, 8, 3))
+        pub.publish(convert.image(frame, "rgb8"))
+        assert ex.spin_until(lambda: got, 10.0)
+        np.testing.assert_array_equal(convert.image_array(got[0]), _frame(3, (6, 8, 3)))
+        if transport == "dds":
+            assert pub._impl.zero_copy_published == 1
+        with pytest.raises(TypeError, match="needs a sensor_msgs/msg/Image publisher"):
+            node.create_publisher("std_msgs/msg/String", f"{topic}_s").loan_image(1, 1)
+        node.destroy_node()
