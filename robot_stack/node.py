@@ -170,6 +170,7 @@ class Node:
         if self.declare_parameter("use_sim_time", False).value:
             self.context.clock.enable_sim_time(self.context.transport)
         self.stats = NodeStatsReporter(self) if publish_stats else None
+        self._announce()
 
     # --- identity ---------------------------------------------------------------------------
     def get_name(self) -> str:
@@ -191,6 +192,7 @@ class Node:
     def create_publisher(self, msg_type: Any, topic: str, qos_profile: QoSProfile | int | str = 10) -> Publisher:
         pub = Publisher(self, self.names.resolve(topic), _type_name(msg_type), as_profile(qos_profile))
         self.publishers.append(pub)
+        self._announce()
         return pub
 
     def create_subscription(
@@ -199,6 +201,7 @@ class Node:
         sub = Subscription(self, self.names.resolve(topic), _type_name(msg_type), callback, as_profile(qos_profile))
         self.subscriptions.append(sub)
         self._wake.watch(sub._impl)
+        self._announce()
         return sub
 
     def create_timer(self, timer_period_sec: float, callback: Callable[[], Any], *, name: str | None = None) -> Timer:
@@ -210,11 +213,18 @@ class Node:
     def destroy_publisher(self, pub: Publisher) -> None:
         pub.destroy()
         self.publishers.remove(pub)
+        self._announce()
 
     def destroy_subscription(self, sub: Subscription) -> None:
         self._wake.unwatch(sub._impl)
         sub.destroy()
         self.subscriptions.remove(sub)
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell the transport (and through it ROS 2 tools) about this node and its endpoints."""
+        endpoints = [part for ep in (*self.publishers, *self.subscriptions) for part in ep._impl.parts()]
+        self.context.transport.announce_node(self.get_namespace(), self.get_name(), endpoints)
 
     # --- parameters --------------------------------------------------------------------------
     def declare_parameter(self, name: str, value: Any = None, *, description: str = "") -> Parameter:
@@ -250,6 +260,7 @@ class Node:
             return None
 
     def destroy_node(self) -> None:
+        self.context.transport.forget_node(self.get_namespace(), self.get_name())
         for t in self.timers:
             t.cancel()
         for ep in (*self.publishers, *self.subscriptions):

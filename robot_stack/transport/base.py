@@ -33,6 +33,10 @@ class TransportPublisher(ABC):
     topic: str
     type_name: str
 
+    def parts(self) -> list[TransportPublisher]:
+        """The transport-level publishers this one is made of."""
+        return [self]
+
     @abstractmethod
     def publish(self, msg: Any) -> None:
         """Send one (already validated) message."""
@@ -82,6 +86,12 @@ class Transport(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def announce_node(self, namespace: str, name: str, endpoints: list) -> None:
+        """Make a node and its endpoints (transport-level `parts()`) visible to ROS 2 tools."""
+
+    def forget_node(self, namespace: str, name: str) -> None:
+        """Undo `announce_node`."""
 
     def create_waiter(self) -> Any | None:
         """A doorbell for an executor thread that can poll this transport's subscriptions itself

@@ -54,6 +54,7 @@ from robot_stack.transport.base import (
     register_transport,
 )
 from robot_stack.transport.dds_graph import ROS_TOPIC_PREFIX, Graph, delete_entity
+from robot_stack.transport.dds_nodes import NodeAnnouncer
 from robot_stack.transport.dds_types import idl_struct
 
 log = logging.getLogger("robot_stack.transport.dds")
@@ -74,6 +75,13 @@ class _Sample(ctypes.Structure):
 _dds_write = DDS._dll_handle["dds_write"]
 _dds_write.argtypes = [ctypes.c_int32, ctypes.POINTER(_Sample)]
 _dds_write.restype = ctypes.c_int32
+
+
+def write_cdr(ref: int, data: bytes) -> int:
+    """Write one sample's CDR bytes (encapsulation header included) with the GIL released."""
+    if len(data) & 3:
+        data = _with_padding(data)
+    return _dds_write(ref, _Sample(data, len(data)))
 
 
 def ros_to_dds_topic(topic: str) -> str:
@@ -176,10 +184,7 @@ class DdsPublisher(TransportPublisher):
         self._tags: dict[int, str | None] = {}  # matched reader handle -> its rs_tag
 
     def publish(self, msg: Any) -> None:
-        data = messages.serialize(msg)
-        if len(data) & 3:
-            data = _with_padding(data)
-        ret = _dds_write(self._ref, _Sample(data, len(data)))
+        ret = write_cdr(self._ref, messages.serialize(msg))
         if ret < 0:
             if self._writer is None:
                 raise TransportError(f"publisher on '{self.topic}' is closed")
@@ -320,6 +325,7 @@ class DdsTransport(Transport):
         self._topics: dict[str, tuple[str, Topic]] = {}
         self._endpoints: list[DdsPublisher | DdsSubscription] = []
         self._graph = Graph(self._participant)
+        self._announcer: NodeAnnouncer | None = None
         self._closed = False
 
     def _topic(self, topic: str, type_name: str) -> Topic:
@@ -378,6 +384,21 @@ class DdsTransport(Transport):
             raise TransportError("the dds transport is closed")
         return DdsWaiter(self)
 
+    def announce_node(self, namespace: str, name: str, endpoints: list) -> None:
+        """Publish the node (and its readers/writers) on `ros_discovery_info` for ROS 2 tools."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._announcer is None:
+                self._announcer = NodeAnnouncer(self._participant, write_cdr)
+        readers = [e._reader for e in endpoints if isinstance(e, DdsSubscription) and e._reader is not None]
+        writers = [e._writer for e in endpoints if isinstance(e, DdsPublisher) and e._writer is not None]
+        self._announcer.update(namespace, name, readers, writers)
+
+    def forget_node(self, namespace: str, name: str) -> None:
+        if self._announcer is not None and not self._closed:
+            self._announcer.remove(namespace, name)
+
     def topics(self) -> list[TopicInfo]:
         if self._closed:
             raise TransportError("the dds transport is closed")
@@ -392,6 +413,8 @@ class DdsTransport(Transport):
             topics, self._topics = self._topics, {}
         for ep in endpoints:
             ep.close()
+        if self._announcer is not None:
+            self._announcer.close()
         self._graph.close()
         for _, topic in topics.values():
             delete_entity(topic)

@@ -167,6 +167,9 @@ class ShmImagePublisher(TransportPublisher):
         self._descriptor.publish(desc)
         self.shm_published += 1
 
+    def parts(self) -> list[TransportPublisher]:
+        return [*self._plain.parts(), *self._descriptor.parts()]
+
     @property
     def segment(self) -> str | None:
         return None if self._ring is None else self._ring.name
