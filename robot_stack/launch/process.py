@@ -24,8 +24,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
 from robot_stack import messages
 from robot_stack.context import Context
 from robot_stack.errors import ConfigError
@@ -119,14 +117,13 @@ class ProcessRunner:
         return node
 
     def warm_up(self) -> None:
-        """Pay first-use costs (message definitions compiled on first use, numpy percentile set-up)
+        """Pay first-use costs (message definitions compiled on first use, the stats message)
         before the loops start, so they do not land on the first ticks."""
         for _spec, node in self.nodes:
             for endpoint in (*node.publishers, *node.subscriptions):
                 messages.fields(endpoint.type_name)
             if node.stats is not None:
                 node.stats.build()
-        np.percentile(np.zeros(4), 99)
 
     def spin(self) -> int:
         """Spin until stopped; EXIT_FAILED (after logging which node raised) on an exception."""
