@@ -1,0 +1,65 @@
+"""`python -m sim run [--robot sim_panda] [--gui] [--realtime/--fast] [--duration S]`: one process, one SimNode.
+
+Ctrl-C (or SIGTERM) stops it cleanly. `--duration` is in seconds of sim time (in `--fast` mode that
+is reached sooner than on the wall clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+
+from robot_stack.context import Context
+from robot_stack.executor import Executor
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description="Simulated robots for robot-stack.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a simulated robot node until Ctrl-C (or --duration)")
+    run.add_argument("--robot", default="sim_panda", help="robot kind (default: sim_panda)")
+    run.add_argument("--gui", action="store_true", help="open pybullet's GUI window")
+    pace = run.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="pace physics to wall time (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="step as fast as possible")
+    run.add_argument("--duration", type=float, default=math.inf, help="stop after S seconds of sim time")
+    run.add_argument("--cameras", default="fixed,wrist", help="comma-separated cameras (fixed, wrist; '' for none)")
+    run.add_argument("--transport", default=None, help="transport (default: $ROBOT_STACK_TRANSPORT or dds)")
+    run.add_argument("--name", default="sim", help="node name (default: sim)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.node import SimNode
+
+    params = {
+        "robot": args.robot, "gui": args.gui, "realtime": args.realtime,
+        "cameras": [c for c in args.cameras.split(",") if c],
+    }
+    executor = Executor()
+    with Context(args.transport) as context:
+        node = SimNode(node_name=args.name, context=context, parameter_overrides=params)
+        executor.add_node(node)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: executor.shutdown())
+        try:
+            executor.spin_until(lambda: node.sim_time.seconds >= args.duration, math.inf)
+        finally:
+            executor.remove_node(node)
+            node.destroy_node()
+        logging.getLogger("sim").info(f"stopped at sim time {node.sim_time.seconds:.3f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

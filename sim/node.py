@@ -1,0 +1,221 @@
+"""`SimNode`: a pybullet world + simulated robot behind the usual robot-node topics, launchable as a node.
+
+It owns a `SimWorld`, a robot (`robot` parameter, any `register_robot` kind from `sim.robots`), a
+wrist F/T and cameras, and composes a `RobotNode` for that robot (`joint_states`,
+`joint_commands`, `action_chunk`, watchdog, `~/status`) in the same process.
+
+Time: the simulator is the process's time source. The context clock is switched to sim time (with
+the simulator itself as the source, not a `/clock` subscription that would echo our own, possibly
+stale, stamps back over an asynchronous transport) and `set_sim_time` is called after every physics
+step; `rosgraph_msgs/Clock` goes out on `/clock` at `clock_hz` for other processes.
+
+Why the RobotNode is driven in lockstep rather than by the executor: once the process clock follows
+sim time the executor runs every timer of that clock on sim-time deadlines (`Executor._now`) and
+coalesces missed ticks into one call. The stepping timer would then wait for sim time that only it
+advances (deadlock), and a batch of N control periods stepped in one callback would run the control
+loop once. So (1) the stepping timer gets its own wall `Clock` and stays on `perf_counter`
+deadlines, and (2) the inner RobotNode is never added to an executor: after every physics step this
+node runs each of its timers (state, control, status, stats) whose sim-time deadline has passed,
+after draining the commands its subscriptions queued. Control therefore runs at exactly
+`control_hz` of sim time, whatever the pacing, and a run is deterministic for the same commands.
+
+Pacing: `realtime: true` steps as many physics steps as wall time says are due on a wall timer at
+`control_hz` (at most `batch_steps` per callback; further lag is dropped and counted in
+`fell_behind`); `realtime: false` steps `batch_steps` per callback as fast as possible, returning to
+the executor between batches so subscriptions (and other nodes) are serviced.
+
+Sensors, stamped with the sim time of the step they were taken at: `<camera>/image_raw` +
+`<camera>/camera_info` per entry of `cameras` ("fixed", "wrist") at `camera_hz`, `wrench`
+(geometry_msgs/WrenchStamped) at `ft_hz`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from robot_stack import messages
+from robot_stack.clock import NS, Clock, Time
+from robot_stack.errors import ParameterError
+from robot_stack.node import Node, Timer
+from robot_stack.qos import QoSProfile
+from robot_stack.robot import robot_class
+from robot_stack.robot.node import RobotNode
+from sim import robots as _robots  # noqa: F401  (registers sim_panda / sim_iiwa)
+from sim.camera import FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
+from sim.ft import WristFT
+from sim.world import SimWorld, SimWorldConfig
+
+CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
+WRIST_LINKS = {"sim_panda": "panda_hand", "sim_iiwa": "lbr_iiwa_link_7"}
+CAMERAS = ("fixed", "wrist")
+
+
+class _SimulatorIsTheSource:
+    """Stands in for a transport in `Clock.enable_sim_time`: nothing to subscribe to, we set it."""
+
+    def create_subscription(self, *_args: Any) -> object:
+        return self
+
+
+class _Task:
+    """A callback due every `period_ns` of sim time."""
+
+    def __init__(self, period_ns: int, fn: Callable[[], Any], timer: Timer | None = None):
+        self.period_ns, self.fn, self.timer = max(1, int(period_ns)), fn, timer
+        self.next_ns = self.period_ns
+
+    def run_if_due(self, now_ns: int) -> None:
+        if now_ns < self.next_ns:
+            return
+        deadline = self.next_ns
+        missed = (now_ns - deadline) // self.period_ns
+        self.next_ns = deadline + (missed + 1) * self.period_ns
+        self.fn()
+        if self.timer is not None:
+            self.timer.stats.record(deadline / NS, now_ns / NS, now_ns / NS, int(missed))
+
+
+class SimNode(Node):
+    def __init__(self, node_name: str = "sim", **node_kwargs: Any):
+        super().__init__(node_name, **node_kwargs)
+        p = self._param
+        kind = p("robot", "sim_panda")
+        self.physics_hz = p("physics_hz", 1000, positive=True)
+        self.control_hz = p("control_hz", 500.0, positive=True)
+        state_hz = p("state_hz", self.control_hz, positive=True)
+        self.realtime = p("realtime", True)
+        self.batch_steps = p("batch_steps", 50, positive=True)
+        clock_hz = p("clock_hz", 1000.0, positive=True)
+        cameras = p("cameras", ["fixed"])
+        width, height = p("camera_width", 128, positive=True), p("camera_height", 96, positive=True)
+        camera_hz = p("camera_hz", 30.0, positive=True)
+        ft_hz = p("ft_hz", 500.0, positive=True)
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown:
+            raise ParameterError(f"node '{node_name}': parameter 'cameras': unknown {unknown}; use {list(CAMERAS)}")
+        if "wrist" in cameras and kind not in WRIST_LINKS:
+            raise ParameterError(f"node '{node_name}': no wrist camera link known for robot '{kind}'")
+
+        self.world = SimWorld(SimWorldConfig(physics_hz=self.physics_hz, gui=p("gui", False))).connect()
+        try:
+            self.robot = robot_class(kind)(self.world)
+            self.robot.connect()
+            self.ft = WristFT(self.world, self.robot)
+            self.ft.connect()
+            self.cameras: dict[str, SimCamera] = {}
+            for name in cameras:
+                if name == "fixed":
+                    self.cameras[name] = FixedCamera(self.world, FixedCameraConfig(width=width, height=height))
+                else:
+                    cfg = WristCameraConfig(width=width, height=height, link=WRIST_LINKS[kind])
+                    self.cameras[name] = WristCamera(self.world, self.robot, cfg)
+            robot_params = {
+                "control_rate_hz": self.control_hz, "state_rate_hz": state_hz,
+                **{k: p(k, d, positive=True) for k, d in
+                   (("watchdog_periods", 50), ("stop_periods", 500), ("max_bad_commands", 1))},
+            }
+            shared = ("namespace", "context", "remappings", "publish_stats")
+            kwargs = {k: v for k, v in node_kwargs.items() if k in shared}
+            self.robot_node = RobotNode(self.robot, node_name=f"{node_name}_robot", parameter_overrides=robot_params,
+                                        **kwargs)
+        except Exception:
+            self.world.disconnect()
+            raise
+        clock = self.context.clock
+        clock.enable_sim_time(_SimulatorIsTheSource())  # no-op if a /clock subscription exists already
+        clock.set_sim_time(self.world.now())
+
+        self.clock_pub = self.create_publisher(CLOCK_TYPE, "/clock", QoSProfile(depth=1))
+        self.wrench_pub = self.create_publisher("geometry_msgs/msg/WrenchStamped", "wrench", "sensor_data")
+        self.camera_pubs = {
+            name: (self.create_publisher("sensor_msgs/msg/Image", f"{name}/image_raw", "sensor_data"),
+                   self.create_publisher("sensor_msgs/msg/CameraInfo", f"{name}/camera_info", "sensor_data"))
+            for name in self.cameras
+        }
+        self.robot_node.start()
+        self._tasks = [_Task(NS / clock_hz, self._publish_clock), _Task(NS / ft_hz, self._publish_wrench)]
+        self._tasks += [_Task(NS / camera_hz, self._publish_cameras)] if self.cameras else []
+        self._tasks += [_Task(t.period * NS, self._robot_callback(t.callback), t) for t in self.robot_node.timers]
+        self.fell_behind = 0
+        self._wall0: float | None = None
+        self._steps0 = 0
+        # Wall clock for the stepping timer only: on the (sim-time) process clock it would wait forever.
+        period = 1.0 / self.control_hz if self.realtime else 1e-6
+        self.step_timer = self.create_timer(period, self._step, name="step")
+        self.step_timer.clock = Clock()
+        self._publish_clock()
+        self.get_logger().info(
+            f"sim: {kind} at {self.physics_hz} Hz physics, control {self.control_hz:g} Hz, "
+            f"{'realtime' if self.realtime else 'as fast as possible'}, cameras {list(self.cameras) or 'none'}")
+
+    def _param(self, name: str, default: Any, *, positive: bool = False) -> Any:
+        value = self.declare_parameter(name, default).value
+        if positive and not value > 0:
+            raise ParameterError(f"node '{self.get_name()}': parameter '{name}' must be > 0, got {value!r}")
+        return value
+
+    # --- stepping ----------------------------------------------------------------------------
+    @property
+    def sim_time(self) -> Time:
+        return self.world.now()
+
+    def _step(self) -> None:
+        """Stepping timer callback: advance the physics by the steps that are due now."""
+        if not self.realtime:
+            self.advance(self.batch_steps)
+            return
+        now = time.perf_counter()
+        if self._wall0 is None:
+            self._wall0, self._steps0 = now, self.world.steps
+        due = self._steps0 + int((now - self._wall0) * self.physics_hz) - self.world.steps
+        if due > self.batch_steps:  # cannot keep up: drop the backlog instead of chasing it forever
+            self.fell_behind += 1
+            if self.fell_behind == 1 or self.fell_behind % 100 == 0:
+                self.get_logger().warning(f"sim slower than real time ({self.fell_behind} times); dropping backlog")
+            self._steps0 += due - self.batch_steps
+            due = self.batch_steps
+        self.advance(due)
+
+    def advance(self, steps: int) -> None:
+        """Step the physics `steps` times; after each step set the clock and run what is due."""
+        clock, tasks = self.context.clock, self._tasks
+        for _ in range(steps):
+            now_ns = self.world.step(1)
+            clock.set_sim_time(Time(now_ns))
+            for task in tasks:
+                task.run_if_due(now_ns)
+
+    def _robot_callback(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            self._drain_robot_commands()
+            callback()
+        return run
+
+    def _drain_robot_commands(self) -> None:
+        while (sub := self.robot_node.take_ready()) is not None:
+            msg = sub.take()
+            if msg is not None:
+                sub.callback(msg)
+
+    # --- publishing --------------------------------------------------------------------------
+    def _publish_clock(self) -> None:
+        self.clock_pub.publish(messages.make(CLOCK_TYPE, clock=self.world.now().to_msg()))
+
+    def _publish_wrench(self) -> None:
+        self.wrench_pub.publish(self.ft.wrench_msg())
+
+    def _publish_cameras(self) -> None:
+        stamp = self.world.now()
+        for name, camera in self.cameras.items():
+            image_pub, info_pub = self.camera_pubs[name]
+            image_pub.publish(camera.image_msg(stamp))
+            info_pub.publish(camera.camera_info(stamp))
+
+    def destroy_node(self) -> None:
+        self.step_timer.cancel()
+        self.robot_node.destroy_node()
+        self.ft.disconnect()
+        self.world.disconnect()
+        super().destroy_node()

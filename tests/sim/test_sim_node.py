@@ -1,0 +1,171 @@
+"""SimNode: sim-time clock, composed robot node in lockstep, cameras, wrench, pacing, watchdog."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import robot_stack as rs
+import sim
+from robot_stack import convert, messages
+from robot_stack.clock import Time
+from robot_stack.errors import ParameterError
+from robot_stack.launch.config import load_launch_file
+from robot_stack.launch.process import ProcessRunner
+from robot_stack.robot.watchdog import Health
+from sim.node import SimNode
+
+
+@pytest.fixture
+def ctx():
+    with rs.Context("inproc") as c:
+        yield c
+
+
+@pytest.fixture
+def rig(ctx):
+    """A SimNode (DIRECT), an observer node and an executor spinning both."""
+    made = []
+
+    def make(**params):
+        params.setdefault("realtime", False)
+        params.setdefault("cameras", [])
+        node = SimNode(node_name="sim", context=ctx, parameter_overrides=params, publish_stats=False)
+        obs = rs.Node("observer", context=ctx, publish_stats=False)
+        ex = rs.Executor()
+        ex.add_node(node)
+        ex.add_node(obs)
+        made.extend([obs, node])
+        return node, obs, ex
+
+    yield make
+    for n in made:
+        n.destroy_node()
+
+
+def listen(obs, type_name, topic):
+    got = []
+    obs.create_subscription(type_name, topic, got.append, 10_000)
+    return got
+
+
+def stamp_ns(msg) -> int:
+    return Time.from_msg(msg.header.stamp).nanoseconds
+
+
+def test_clock_advances_and_joint_states_are_stamped_with_sim_time(rig):
+    node, obs, ex = rig()
+    clocks = listen(obs, "rosgraph_msgs/msg/Clock", "/clock")
+    states = listen(obs, "sensor_msgs/msg/JointState", "joint_states")
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.2, 5.0)
+    ticks = [Time.from_msg(m.clock).nanoseconds for m in clocks]
+    assert ticks and np.all(np.diff(ticks) > 0) and ticks[-1] >= 199_000_000
+    assert node.get_clock().sim_time and node.get_clock().now() == node.sim_time
+    stamps = np.array([stamp_ns(m) for m in states])
+    assert np.all(np.diff(stamps) == 2_000_000)          # 500 Hz of sim time, exactly
+    assert stamps[-1] <= node.sim_time.nanoseconds and stamps[-1] > node.sim_time.nanoseconds - 3_000_000
+    assert list(states[-1].name)[:7] == [f"panda_joint{i}" for i in range(1, 8)]
+
+
+def test_joint_command_target_is_reached(rig):
+    node, obs, ex = rig(stop_periods=5000)
+    states = listen(obs, "sensor_msgs/msg/JointState", "joint_states")
+    ex.spin_until(lambda: node.sim_time.seconds >= 0.05, 5.0)
+    target = np.array(states[-1].position, dtype=float)
+    target[:4] += [0.3, 0.2, -0.2, 0.3]
+    pub = obs.create_publisher("sensor_msgs/msg/JointState", "joint_commands")
+    due = node.sim_time + 0.5
+    pub.publish(convert.joint_state(node.robot_node.joint_names, target, stamp=due))
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 2.0, 5.0)
+    assert node.robot_node.health is not Health.FAULT
+    assert np.allclose(states[-1].position[:7], target[:7], atol=0.02)
+
+
+def test_cameras_publish_image_and_info_with_matching_stamps(rig):
+    node, obs, ex = rig(cameras=["fixed", "wrist"], camera_width=64, camera_height=48, camera_hz=20.0)
+    images = {n: listen(obs, "sensor_msgs/msg/Image", f"{n}/image_raw") for n in ("fixed", "wrist")}
+    infos = {n: listen(obs, "sensor_msgs/msg/CameraInfo", f"{n}/camera_info") for n in ("fixed", "wrist")}
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.5, 5.0)
+    for name in ("fixed", "wrist"):
+        assert len(images[name]) == 10 == len(infos[name])  # 20 Hz for 0.5 s of sim time
+        img, info = images[name][-1], infos[name][-1]
+        assert (img.width, img.height, info.width, info.height) == (64, 48, 64, 48)
+        assert stamp_ns(img) == stamp_ns(info) == 500_000_000
+        assert convert.image_array(img).shape == (48, 64, 3)
+
+
+def test_wrench_published_with_sim_time(rig):
+    node, obs, ex = rig(ft_hz=100.0)
+    wrenches = listen(obs, "geometry_msgs/msg/WrenchStamped", "wrench")
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.3, 5.0)
+    assert len(wrenches) == 30
+    assert stamp_ns(wrenches[-1]) == 300_000_000
+    force = convert.wrench_vector(wrenches[-1])[:3]
+    assert np.all(np.isfinite(force)) and np.linalg.norm(force) > 1.0  # the hand's weight at least
+
+
+def test_fast_mode_runs_faster_than_wall_time(rig):
+    node, _obs, ex = rig(realtime=False)
+    t0 = time.perf_counter()
+    ex.spin_for(1.0)
+    wall = time.perf_counter() - t0
+    assert node.sim_time.seconds > 1.5 * wall
+
+
+def test_realtime_mode_tracks_wall_time(rig):
+    node, _obs, ex = rig(realtime=True)
+    t0 = time.perf_counter()
+    ex.spin_for(0.5)
+    wall = time.perf_counter() - t0
+    assert 0.7 * wall <= node.sim_time.seconds <= wall + 0.01
+
+
+def test_nan_command_trips_watchdog_and_robot_holds(rig):
+    node, obs, ex = rig(stop_periods=5000)
+    states = listen(obs, "sensor_msgs/msg/JointState", "joint_states")
+    ex.spin_until(lambda: node.sim_time.seconds >= 0.05, 5.0)
+    pub = obs.create_publisher("sensor_msgs/msg/JointState", "joint_commands")
+    start = np.array(states[-1].position, dtype=float)
+    target = start.copy()
+    target[0] += 1.0
+    pub.publish(convert.joint_state(node.robot_node.joint_names, target, stamp=node.sim_time + 2.0))
+    ex.spin_until(lambda: node.sim_time.seconds >= 0.5, 5.0)  # a quarter of the way, moving
+    bad = target.copy()
+    bad[2] = math.nan
+    pub.publish(messages.make("sensor_msgs/msg/JointState", header=convert.header(None), position=bad))
+    assert ex.spin_until(lambda: node.robot_node.health is Health.FAULT, 5.0)
+    assert node.robot_node.rejected == 1
+    tripped_at = states[-1].position[0]
+    assert 0.1 < tripped_at - start[0] < 0.5
+    until = node.sim_time.seconds + 1.0
+    ex.spin_until(lambda: node.sim_time.seconds >= until, 5.0)
+    assert abs(states[-1].position[0] - tripped_at) < 0.02     # held where it was, not at the target
+    assert np.allclose(states[-1].velocity[:7], 0.0, atol=0.01)
+    pub.publish(convert.joint_state(node.robot_node.joint_names, target))  # ignored until reset_fault()
+    ex.spin_until(lambda: node.sim_time.seconds >= until + 0.2, 5.0)
+    assert node.robot_node.ignored >= 1 and abs(states[-1].position[0] - tripped_at) < 0.02
+
+
+def test_launch_file_builds_the_sim_process():
+    cfg = load_launch_file(Path(sim.__file__).parent / "configs" / "sim_panda.yaml")
+    proc = dataclasses.replace(cfg.process("sim"), transport="inproc")
+    runner = ProcessRunner(proc)
+    try:
+        runner.build()
+        (_spec, node), = runner.nodes
+        assert isinstance(node, SimNode) and set(node.cameras) == {"fixed", "wrist"} and node.realtime
+        assert runner.executor.spin_until(lambda: node.sim_time.seconds >= 0.1, 5.0)
+    finally:
+        runner.close()
+
+
+def test_bad_parameters_are_named(ctx):
+    with pytest.raises(ParameterError, match="cameras"):
+        SimNode(node_name="sim", context=ctx, parameter_overrides={"cameras": ["thermal"]}, publish_stats=False)
+    with pytest.raises(ParameterError, match="physics_hz"):
+        SimNode(node_name="sim", context=ctx, parameter_overrides={"physics_hz": 0}, publish_stats=False)
