@@ -16,21 +16,31 @@ from robot_stack.context import Context
 from robot_stack.executor import Executor
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description="Simulated robots for robot-stack.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a simulated robot node until Ctrl-C (or --duration)")
-    run.add_argument("--robot", default="sim_panda", help="robot kind (default: sim_panda)")
-    run.add_argument("--gui", action="store_true", help="open pybullet's GUI window")
-    pace = run.add_mutually_exclusive_group()
+def _add_run(sub) -> None:
+    run_p = sub.add_parser("run", help="run a simulated robot node until Ctrl-C (or --duration)")
+    run_p.add_argument("--robot", default="sim_panda", help="robot kind (default: sim_panda)")
+    run_p.add_argument("--gui", action="store_true", help="open pybullet's GUI window")
+    pace = run_p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="pace physics to wall time (default)")
     pace.add_argument("--fast", dest="realtime", action="store_false", help="step as fast as possible")
-    run.add_argument("--duration", type=float, default=math.inf, help="stop after S seconds of sim time")
-    run.add_argument("--cameras", default="fixed,wrist", help="comma-separated cameras (fixed, wrist; '' for none)")
-    run.add_argument("--transport", default=None, help="transport (default: $ROBOT_STACK_TRANSPORT or dds)")
-    run.add_argument("--name", default="sim", help="node name (default: sim)")
+    run_p.add_argument("--duration", type=float, default=math.inf, help="stop after S seconds of sim time")
+    run_p.add_argument("--cameras", default="fixed,wrist", help="comma-separated cameras (fixed, wrist; '' for none)")
+    run_p.add_argument("--transport", default=None, help="transport (default: $ROBOT_STACK_TRANSPORT or dds)")
+    run_p.add_argument("--name", default="sim", help="node name (default: sim)")
+    run_p.set_defaults(func=run)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description="Simulated robots for robot-stack.")
+    _add_run(parser.add_subparsers(dest="command", required=True))
     return parser
+
+
+def register(subparsers) -> None:
+    """`robot-stack sim ...` (found through the `robot_stack.cli` entry-point group)."""
+    sim = subparsers.add_parser("sim", help="simulated robots (pybullet)")
+    _add_run(sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND"))
 
 
 def run(args: argparse.Namespace) -> int:

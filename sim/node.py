@@ -82,6 +82,7 @@ class SimNode(Node):
         super().__init__(node_name, **node_kwargs)
         p = self._param
         kind = p("robot", "sim_panda")
+        robot_cls = robot_class(kind)  # unknown kind: the error lists the available robots
         self.physics_hz = p("physics_hz", 1000, positive=True)
         self.control_hz = p("control_hz", 500.0, positive=True)
         state_hz = p("state_hz", self.control_hz, positive=True)
@@ -100,7 +101,7 @@ class SimNode(Node):
 
         self.world = SimWorld(SimWorldConfig(physics_hz=self.physics_hz, gui=p("gui", False))).connect()
         try:
-            self.robot = robot_class(kind)(self.world)
+            self.robot = robot_cls(self.world)
             self.robot.connect()
             self.ft = WristFT(self.world, self.robot)
             self.ft.connect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    # Other packages add subcommands through the `robot_stack.cli` entry-point group (robot_stack
+    # itself may not import them): e.g. `sim = "sim.__main__"` gives `robot-stack sim run`.
+    for entry in importlib.metadata.entry_points(group="robot_stack.cli"):
+        importlib.import_module(entry.value).register(sub)
     return parser
 
 
