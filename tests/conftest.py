@@ -15,5 +15,14 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 
 @pytest.fixture
+def ctx():
+    """A per-test `inproc` context (tests that need another transport define their own `ctx`)."""
+    import robot_stack as rs
+
+    with rs.Context("inproc") as c:
+        yield c
+
+
+@pytest.fixture
 def domain_id() -> int:
     return int(os.environ["ROS_DOMAIN_ID"])

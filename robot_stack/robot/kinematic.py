@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_stack.clock import NS
 from robot_stack.demo_nodes import HOME, JOINT_NAMES, LOWER_LIMITS, UPPER_LIMITS
 from robot_stack.errors import ConfigError, RobotStackError
 from robot_stack.robot.interface import (
@@ -28,8 +29,6 @@ from robot_stack.robot.interface import (
     RobotState,
     register_robot,
 )
-
-NS = 1_000_000_000
 
 
 class DeviceNotConnected(RobotStackError):

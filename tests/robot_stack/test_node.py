@@ -6,12 +6,6 @@ from robot_stack import convert, messages
 from robot_stack.errors import ParameterError, TransportError
 
 
-@pytest.fixture
-def ctx():
-    with rs.Context("inproc") as c:
-        yield c
-
-
 def test_publish_subscribe_inproc_is_zero_copy(ctx):
     talker = rs.Node("talker", context=ctx, publish_stats=False)
     listener = rs.Node("listener", context=ctx, publish_stats=False)

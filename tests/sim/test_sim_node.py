@@ -22,12 +22,6 @@ from sim.node import SimNode
 
 
 @pytest.fixture
-def ctx():
-    with rs.Context("inproc") as c:
-        yield c
-
-
-@pytest.fixture
 def rig(ctx):
     """A SimNode (DIRECT), an observer node and an executor spinning both."""
     made = []

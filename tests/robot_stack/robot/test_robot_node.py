@@ -25,12 +25,6 @@ class SilentArm(KinematicArm):
 
 
 @pytest.fixture
-def ctx():
-    with rs.Context("inproc") as c:
-        yield c
-
-
-@pytest.fixture
 def rig(ctx):
     """A started RobotNode on a KinematicArm, a commander node and an executor spinning both."""
     nodes = []
