@@ -1,4 +1,7 @@
-"""`python -m sim run [--robot sim_panda] [--gui] [--realtime/--fast] [--duration S]`: one process, one SimNode.
+"""`python -m sim run [--task push_t] [--robot KIND] [--gui] [--realtime/--fast] [--duration S]`: one SimNode.
+
+`python -m sim tasks` lists the tasks (robot, action, observations). Both are also
+`robot-stack sim run` / `robot-stack sim tasks`.
 
 Ctrl-C (or SIGTERM) stops it cleanly. `--duration` is in seconds of sim time (in `--fast` mode that
 is reached sooner than on the wall clock).
@@ -18,7 +21,12 @@ from robot_stack.executor import Executor
 
 def _add_run(sub) -> None:
     run_p = sub.add_parser("run", help="run a simulated robot node until Ctrl-C (or --duration)")
-    run_p.add_argument("--robot", default="sim_panda", help="robot kind (default: sim_panda)")
+    run_p.add_argument("--task", default="", help="task scene (push_t, peg_insert, ...; see `sim tasks`)")
+    run_p.add_argument("--seed", type=int, default=0, help="the task's first episode seed (default 0)")
+    run_p.add_argument("--randomize", action="store_true", help="domain randomization on the task")
+    run_p.add_argument("--perturb", action="store_true", help="the task's mid-episode perturbation on")
+    run_p.add_argument("--robot", default="", help="robot kind (default: the task's, else sim_panda)")
+    run_p.add_argument("--tactile", action="store_true", help="publish the robot's tactile pads")
     run_p.add_argument("--gui", action="store_true", help="open pybullet's GUI window")
     pace = run_p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
@@ -31,24 +39,51 @@ def _add_run(sub) -> None:
     run_p.set_defaults(func=run)
 
 
+def _add_tasks(sub) -> None:
+    tasks_p = sub.add_parser("tasks", help="list the simulated tasks")
+    tasks_p.set_defaults(func=list_tasks)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim", description="Simulated robots for robot-stack.")
-    _add_run(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_tasks(sub)
     return parser
 
 
 def register(subparsers) -> None:
     """`robot-stack sim ...` (found through the `robot_stack.cli` entry-point group)."""
-    sim = subparsers.add_parser("sim", help="simulated robots (pybullet)")
-    _add_run(sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND"))
+    sim = subparsers.add_parser("sim", help="simulated robots and tasks (pybullet)")
+    sub = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_tasks(sub)
+
+
+def list_tasks(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.gym_env import ENV_IDS
+    from sim.tasks import available_tasks, task_class
+
+    table = Table("task", "gymnasium id", "robot", "physics / control Hz", "action")
+    for name in available_tasks():
+        cls = task_class(name)
+        cfg = cls.config_class()
+        table.add_row(name, ENV_IDS.get(name, ""), cfg.robot, f"{cfg.physics_hz} / {cfg.control_hz:g}",
+                      ", ".join(cls(cfg).action_spec().names))   # constructing a task does no I/O
+    Console().print(table)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from sim.node import SimNode
 
     params = {
-        "robot": args.robot, "gui": args.gui, "realtime": args.realtime,
+        "robot": args.robot, "gui": args.gui, "realtime": args.realtime, "tactile": args.tactile,
         "cameras": [c for c in args.cameras.split(",") if c],
+        "task": args.task, "seed": args.seed, "randomize": args.randomize, "perturb": args.perturb,
     }
     executor = Executor()
     with Context(args.transport) as context:

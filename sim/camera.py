@@ -18,6 +18,9 @@ from robot_stack import convert, messages
 from robot_stack.clock import Time
 from sim.world import SimError, SimWorld
 
+# Link a wrist camera rides on, per robot kind (robots add theirs where they are defined).
+WRIST_LINKS: dict[str, str] = {"sim_panda": "panda_hand", "sim_iiwa": "lbr_iiwa_link_7"}
+
 
 @dataclass(frozen=True)
 class CameraConfig:
@@ -59,6 +62,8 @@ class SimCamera:
     def __init__(self, world: SimWorld, config: CameraConfig):
         self.world = world
         self.config = config
+        self.jitter: np.ndarray | None = None    # 2x3: eye and target offsets [m] (domain randomization)
+        self.light: dict[str, Any] | None = None  # getCameraImage light keywords (domain randomization)
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eye, target, up) in world coordinates."""
@@ -74,10 +79,13 @@ class SimCamera:
         """(rgb HxWx3 uint8, depth HxW float32 meters) from the current world state."""
         cl, c = self.world.client, self.config
         eye, target, up = self.view()
+        if self.jitter is not None:
+            eye, target = eye + self.jitter[0], target + self.jitter[1]
         view = cl.computeViewMatrix(eye.tolist(), target.tolist(), up.tolist())
         proj = cl.computeProjectionMatrixFOV(c.fov_deg, c.width / c.height, c.near, c.far)
         _, _, rgba, depth, _ = cl.getCameraImage(
             c.width, c.height, viewMatrix=view, projectionMatrix=proj, renderer=cl.ER_TINY_RENDERER,
+            flags=cl.ER_NO_SEGMENTATION_MASK, **(self.light or {}),
         )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(c.height, c.width, 4)[:, :, :3].copy()
         zbuf = np.asarray(depth, dtype=np.float64).reshape(c.height, c.width)

@@ -26,11 +26,22 @@ the executor between batches so subscriptions (and other nodes) are serviced.
 
 Sensors, stamped with the sim time of the step they were taken at: `<camera>/image_raw` +
 `<camera>/camera_info` per entry of `cameras` ("fixed", "wrist") at `camera_hz`, `wrench`
-(geometry_msgs/WrenchStamped) at `ft_hz`.
+(geometry_msgs/WrenchStamped) at `ft_hz`, and with `tactile: true` one
+`tactile/<sensor_id>` (robot_stack_msgs/TactileFrame) per pad of the robot at `tactile_hz`.
+
+Tasks: with `task: push_t` (any `sim.tasks` name) the world, robot and objects are the task's
+(robot and physics rate default to the task's; `randomize` and `perturb` pass through), episode
+`seed` starts, and the task's per-step work and perturbations run as the physics steps. The
+robot is still driven only through the robot node's topics. `episode_events`
+(robot_stack_msgs/EpisodeEvent) RESET starts a new episode (seed = `episode_id` when it is a
+number, else the next seed) and clears the robot node's trajectory; `task/status`
+(DiagnosticStatus: seed, progress, success, elapsed_steps, perturbed_at) goes out at
+`task_status_hz` and on every reset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,12 +54,17 @@ from robot_stack.qos import QoSProfile
 from robot_stack.robot import robot_class
 from robot_stack.robot.node import RobotNode
 from sim import robots as _robots  # noqa: F401  (registers sim_panda / sim_iiwa)
-from sim.camera import FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
+from sim.camera import WRIST_LINKS, FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
 from sim.ft import WristFT
+from sim.tactile import pads_for
+from sim.tasks import Task, make_task, task_class
 from sim.world import SimWorld, SimWorldConfig
 
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
-WRIST_LINKS = {"sim_panda": "panda_hand", "sim_iiwa": "lbr_iiwa_link_7"}
+TACTILE_TYPE = "robot_stack_msgs/msg/TactileFrame"
+DIAGNOSTIC_STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
+EPISODE_EVENT = "robot_stack_msgs/msg/EpisodeEvent"
+EPISODE_RESET = 5
 CAMERAS = ("fixed", "wrist")
 
 
@@ -81,10 +97,15 @@ class SimNode(Node):
     def __init__(self, node_name: str = "sim", **node_kwargs: Any):
         super().__init__(node_name, **node_kwargs)
         p = self._param
-        kind = p("robot", "sim_panda")
+        task_name = p("task", "")
+        task_cls = task_class(task_name) if task_name else None   # unknown: the error lists the tasks
+        kind = p("robot", "") or (task_cls.config_class.robot if task_cls else "sim_panda")
         robot_cls = robot_class(kind)  # unknown kind: the error lists the available robots
-        self.physics_hz = p("physics_hz", 1000, positive=True)
-        self.control_hz = p("control_hz", 500.0, positive=True)
+        physics_hz = p("physics_hz", 0)
+        if not isinstance(physics_hz, int) or physics_hz < 0:
+            raise ParameterError(f"node '{node_name}': parameter 'physics_hz' must be an int >= 0, got {physics_hz!r}")
+        self.physics_hz = physics_hz or (task_cls.config_class.physics_hz if task_cls else 1000)
+        self.control_hz = p("control_hz", float(min(500, self.physics_hz)), positive=True)
         state_hz = p("state_hz", self.control_hz, positive=True)
         self.realtime = p("realtime", True)
         self.batch_steps = p("batch_steps", 50, positive=True)
@@ -93,25 +114,23 @@ class SimNode(Node):
         width, height = p("camera_width", 128, positive=True), p("camera_height", 96, positive=True)
         camera_hz = p("camera_hz", 30.0, positive=True)
         ft_hz = p("ft_hz", 500.0, positive=True)
+        tactile_hz = p("tactile_hz", 60.0, positive=True)
+        gui = p("gui", False)
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown:
             raise ParameterError(f"node '{node_name}': parameter 'cameras': unknown {unknown}; use {list(CAMERAS)}")
         if "wrist" in cameras and kind not in WRIST_LINKS:
             raise ParameterError(f"node '{node_name}': no wrist camera link known for robot '{kind}'")
 
-        self.world = SimWorld(SimWorldConfig(physics_hz=self.physics_hz, gui=p("gui", False))).connect()
+        self.task: Task | None = None
+        if task_cls is not None:
+            self.task = make_task(task_name, robot=kind, physics_hz=self.physics_hz, gui=gui,
+                                  randomize=p("randomize", False), perturb=p("perturb", False))
+            self.world = self.task.world
+        else:
+            self.world = SimWorld(SimWorldConfig(physics_hz=self.physics_hz, gui=gui))
         try:
-            self.robot = robot_cls(self.world)
-            self.robot.connect()
-            self.ft = WristFT(self.world, self.robot)
-            self.ft.connect()
-            self.cameras: dict[str, SimCamera] = {}
-            for name in cameras:
-                if name == "fixed":
-                    self.cameras[name] = FixedCamera(self.world, FixedCameraConfig(width=width, height=height))
-                else:
-                    cfg = WristCameraConfig(width=width, height=height, link=WRIST_LINKS[kind])
-                    self.cameras[name] = WristCamera(self.world, self.robot, cfg)
+            self._make_devices(robot_cls, cameras, (width, height), p("tactile", False))
             robot_params = {
                 "control_rate_hz": self.control_hz, "state_rate_hz": state_hz,
                 **{k: p(k, d, positive=True) for k, d in
@@ -122,7 +141,7 @@ class SimNode(Node):
             self.robot_node = RobotNode(self.robot, node_name=f"{node_name}_robot", parameter_overrides=robot_params,
                                         **kwargs)
         except Exception:
-            self.world.disconnect()
+            self._close_world()
             raise
         clock = self.context.clock
         clock.enable_sim_time(_SimulatorIsTheSource())  # no-op if a /clock subscription exists already
@@ -135,10 +154,15 @@ class SimNode(Node):
                    self.create_publisher("sensor_msgs/msg/CameraInfo", f"{name}/camera_info", "sensor_data"))
             for name in self.cameras
         }
+        self.tactile_pubs = [(pad, self.create_publisher(TACTILE_TYPE, f"tactile/{pad.sensor_id}", "sensor_data"))
+                             for pad in self.pads]
         self.robot_node.start()
         self._tasks = [_Task(NS / clock_hz, self._publish_clock), _Task(NS / ft_hz, self._publish_wrench)]
         self._tasks += [_Task(NS / camera_hz, self._publish_cameras)] if self.cameras else []
+        self._tasks += [_Task(NS / tactile_hz, self._publish_tactile)] if self.pads else []
         self._tasks += [_Task(t.period * NS, self._robot_callback(t.callback), t) for t in self.robot_node.timers]
+        if self.task is not None:
+            self._start_task(p("seed", 0), p("task_status_hz", 2.0, positive=True))
         self.fell_behind = 0
         self._wall0: float | None = None
         self._steps0 = 0
@@ -149,7 +173,67 @@ class SimNode(Node):
         self._publish_clock()
         self.get_logger().info(
             f"sim: {kind} at {self.physics_hz} Hz physics, control {self.control_hz:g} Hz, "
-            f"{'realtime' if self.realtime else 'as fast as possible'}, cameras {list(self.cameras) or 'none'}")
+            f"{'realtime' if self.realtime else 'as fast as possible'}, cameras {list(self.cameras) or 'none'}"
+            + (f", task {task_name} (seed {self.task.seed})" if self.task else ""))
+
+    def _make_devices(self, robot_cls: type, cameras: list[str], size: tuple[int, int], tactile: bool) -> None:
+        """The robot (the task's, when there is one), wrist F/T, cameras and tactile pads."""
+        if self.task is not None:
+            self.robot = self.task.build().robot
+        else:
+            self.world.connect()
+            self.robot = robot_cls(self.world)
+            self.robot.connect()
+        self.ft = WristFT(self.world, self.robot)
+        self.ft.connect()
+        width, height = size
+        self.cameras: dict[str, SimCamera] = {}
+        for name in cameras:
+            if name == "fixed":
+                base = self.task.config.fixed_camera if self.task else FixedCameraConfig()
+                self.cameras[name] = FixedCamera(self.world, dataclasses.replace(base, width=width, height=height))
+            else:
+                cfg = WristCameraConfig(width=width, height=height, link=WRIST_LINKS[self.robot.kind])
+                self.cameras[name] = WristCamera(self.world, self.robot, cfg)
+        self.pads = pads_for(self.robot, self.world) if tactile else []
+        for pad in self.pads:
+            pad.connect()
+
+    def _close_world(self) -> None:
+        if self.task is not None:
+            self.task.close()
+        else:
+            self.world.disconnect()
+
+    # --- task ----------------------------------------------------------------------------------
+    def _start_task(self, seed: int, status_hz: float) -> None:
+        self.task_status_pub = self.create_publisher(DIAGNOSTIC_STATUS, "task/status", 10)
+        self.create_subscription(EPISODE_EVENT, "episode_events", self._on_episode_event, 10)
+        self._tasks.append(_Task(NS / status_hz, self.publish_task_status))
+        self.reset_task(seed)
+
+    def reset_task(self, seed: int) -> None:
+        """Start the task's episode `seed`; the robot node drops its old trajectory and faults."""
+        self.task.reset(seed)
+        self.robot_node.reset_fault()
+        self.get_logger().info(f"task {self.task.name}: reset, seed {seed}")
+        self.publish_task_status()
+
+    def _on_episode_event(self, msg: Any) -> None:
+        if msg.event != EPISODE_RESET:
+            return
+        seed = int(msg.episode_id) if msg.episode_id.strip().isdigit() else self.task.seed + 1
+        self.reset_task(seed)
+
+    def publish_task_status(self) -> None:
+        t = self.task
+        success = t.success()
+        values = {"task": t.name, "seed": t.seed, "progress": f"{t.progress():.4f}", "success": success,
+                  "elapsed_steps": t.elapsed_steps, "perturbed_at": t.perturbed_at}
+        self.task_status_pub.publish(messages.make(
+            DIAGNOSTIC_STATUS, level=0, name=f"{self.get_name()}/task",
+            message="success" if success else "running", hardware_id=t.name,
+            values=[messages.make("diagnostic_msgs/msg/KeyValue", key=k, value=str(v)) for k, v in values.items()]))
 
     def _param(self, name: str, default: Any, *, positive: bool = False) -> Any:
         value = self.declare_parameter(name, default).value
@@ -207,6 +291,11 @@ class SimNode(Node):
     def _publish_wrench(self) -> None:
         self.wrench_pub.publish(self.ft.wrench_msg())
 
+    def _publish_tactile(self) -> None:
+        stamp = self.world.now()
+        for pad, pub in self.tactile_pubs:
+            pub.publish(pad.frame_msg(stamp))
+
     def _publish_cameras(self) -> None:
         stamp = self.world.now()
         for name, camera in self.cameras.items():
@@ -218,5 +307,7 @@ class SimNode(Node):
         self.step_timer.cancel()
         self.robot_node.destroy_node()
         self.ft.disconnect()
-        self.world.disconnect()
+        for pad in self.pads:
+            pad.disconnect()
+        self._close_world()
         super().destroy_node()

@@ -162,4 +162,52 @@ def test_bad_parameters_are_named(ctx):
     with pytest.raises(ParameterError, match="cameras"):
         SimNode(node_name="sim", context=ctx, parameter_overrides={"cameras": ["thermal"]}, publish_stats=False)
     with pytest.raises(ParameterError, match="physics_hz"):
-        SimNode(node_name="sim", context=ctx, parameter_overrides={"physics_hz": 0}, publish_stats=False)
+        SimNode(node_name="sim", context=ctx, parameter_overrides={"physics_hz": -5}, publish_stats=False)
+
+
+def _task_values(msg) -> dict[str, str]:
+    return {kv.key: kv.value for kv in msg.values}
+
+
+def test_task_scene_status_and_reset_by_episode_event(rig):
+    node, obs, ex = rig(task="push_t", seed=3)
+    assert node.robot.kind == "sim_panda" and node.physics_hz == node.task.config.physics_hz
+    status = listen(obs, "diagnostic_msgs/msg/DiagnosticStatus", "task/status")
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 1.0, 5.0)
+    values = _task_values(status[-1])
+    assert values["task"] == "push_t" and values["seed"] == "3" and values["success"] == "False"
+    assert 0.0 <= float(values["progress"]) < 0.7
+    assert int(values["elapsed_steps"]) == pytest.approx(10, abs=1)        # 1 s at the task's 10 Hz
+    start = node.task.block_pose()
+    events = obs.create_publisher("robot_stack_msgs/msg/EpisodeEvent", "episode_events")
+    events.publish(messages.make("robot_stack_msgs/msg/EpisodeEvent", event=5, source="test", episode_id="7"))
+    assert ex.spin_until(lambda: node.task.seed == 7, 5.0)
+    assert not np.allclose(node.task.block_pose(), start)
+    assert ex.spin_until(lambda: _task_values(status[-1])["seed"] == "7", 5.0)
+    events.publish(messages.make("robot_stack_msgs/msg/EpisodeEvent", event=5, source="test"))
+    assert ex.spin_until(lambda: node.task.seed == 8, 5.0)
+
+
+def test_task_robot_is_driven_through_the_robot_node(rig):
+    node, obs, ex = rig(task="push_t", stop_periods=5000)
+    ex.spin_until(lambda: node.sim_time.seconds >= 0.1, 5.0)
+    before = node.task.ee_pose()[0]
+    target = node.task.solve_ik(before + [0.05, 0.05, 0.0])
+    pub = obs.create_publisher("sensor_msgs/msg/JointState", "joint_commands")
+    pub.publish(convert.joint_state(node.robot_node.joint_names, target, stamp=node.sim_time + 0.5))
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 1.5, 5.0)
+    assert node.task.ee_pose()[0][:2] == pytest.approx(before[:2] + 0.05, abs=0.01)
+
+
+def test_unknown_task_lists_the_available_ones(ctx):
+    with pytest.raises(KeyError, match="unknown task 'push'.*available: .*push_t"):
+        SimNode(node_name="sim", context=ctx, parameter_overrides={"task": "push"}, publish_stats=False)
+
+
+def test_tactile_pads_publish_frames(rig):
+    node, obs, ex = rig(tactile=True, tactile_hz=50.0)
+    frames = listen(obs, "robot_stack_msgs/msg/TactileFrame", "tactile/left_finger")
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.2, 5.0)
+    assert len(frames) == 10
+    f = frames[-1]
+    assert (f.rows, f.cols) == (7, 9) and len(f.displacement) == 7 * 9 * 3 and stamp_ns(f) == 200_000_000
