@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("benchmarks.transport",)
+SUITES = ("benchmarks.transport", "benchmarks.sim")
 
 
 def main(argv: list[str]) -> int:

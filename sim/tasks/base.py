@@ -74,6 +74,7 @@ class Randomization:
 class TaskConfig:
     robot: str = "sim_panda"
     physics_hz: int = 240
+    solver_iterations: int = 50                       # contact solver iterations per physics step
     control_hz: float = 10.0                          # task steps per second of sim time
     max_steps: int = 300
     cameras: tuple[str, ...] = ()                     # "fixed", "wrist"
@@ -117,7 +118,8 @@ class Task(ABC):
         self.config = config or self.config_class()
         self._own_world = world is None
         self.world = world or SimWorld(SimWorldConfig(
-            physics_hz=self.config.physics_hz, gui=self.config.gui, ground_plane=False))
+            physics_hz=self.config.physics_hz, gui=self.config.gui, ground_plane=False,
+            solver_iterations=self.config.solver_iterations))
         self.robot: Any = None
         self.cameras: dict[str, SimCamera] = {}
         self.objects: list[int] = []                  # bodies whose friction/mass are randomized
