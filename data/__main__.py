@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     info = sub.add_parser("info", help="episodes, duration, streams, rates, gaps")
     info.add_argument("path", help="dataset directory")
     info.set_defaults(func=info_command)
+    from data.tools_cli import register_tools
+
+    register_tools(sub)
 
 
 def info_command(args: argparse.Namespace) -> int:
