@@ -22,7 +22,12 @@ The joint named by `ft_joint` gets pybullet's joint force/torque sensor (`sim.ft
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +56,12 @@ class SimArmConfig(RobotConfig):
     damping: tuple[float, ...] = ()                   # default impedance D per controlled joint
     position_gain: float = 0.1                        # pybullet motor gains (POSITION mode)
     velocity_gain: float = 1.0
+    visual_meshes: str = "full"                       # "collision": draw the (low-poly) collision meshes
+
+    def __post_init__(self):
+        if self.visual_meshes not in ("full", "collision"):
+            raise SimError(
+                f"{type(self).__name__}.visual_meshes must be 'full' or 'collision', got {self.visual_meshes!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,32 @@ class SimIiwaConfig(SimArmConfig):
     ft_joint: str = "lbr_iiwa_joint_7"                # last joint: its reaction is the wrist load
     stiffness: tuple[float, ...] = (800.0, 800.0, 600.0, 600.0, 50.0, 30.0, 5.0)
     damping: tuple[float, ...] = (60.0, 60.0, 30.0, 30.0, 0.5, 0.3, 0.03)
+
+
+def urdf_path(urdf: str, visual_meshes: str = "full") -> str:
+    """The URDF to load: as given, or (`"collision"`) a cached copy whose visual meshes are the
+    collision meshes. pybullet's CPU renderer spends ~20 ms per frame on the Panda's 9 MB of
+    visual meshes and ~2 ms on its collision hulls, so tasks that render every step use those."""
+    if visual_meshes == "full":
+        return urdf
+    import pybullet_data
+
+    src = Path(urdf) if Path(urdf).is_absolute() else Path(pybullet_data.getDataPath()) / urdf
+    text = src.read_text()
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / "robot_stack_urdf" / f"{src.stem}-lowpoly-{digest}.urdf"
+    if not out.exists():
+        root = src.parent
+
+        def absolute(match: re.Match) -> str:
+            path = match.group(1).replace("package://", "").replace("meshes/visual/", "meshes/collision/")
+            return f'filename="{(root / path).resolve()}"'
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(re.sub(r'filename="([^"]+)"', absolute, text))
+        os.replace(tmp, out)
+    return str(out)
 
 
 class SimArm(Robot):
@@ -108,7 +145,8 @@ class SimArm(Robot):
         c = self.world.client
         cfg = self.config
         self.body_id = c.loadURDF(
-            cfg.urdf, basePosition=list(cfg.base_position), baseOrientation=list(cfg.base_orientation),
+            urdf_path(cfg.urdf, cfg.visual_meshes), basePosition=list(cfg.base_position),
+            baseOrientation=list(cfg.base_orientation),
             useFixedBase=True,
         )
         try:
@@ -186,6 +224,19 @@ class SimArm(Robot):
     @property
     def command(self) -> JointCommand | None:
         return self._command
+
+    @property
+    def initial_positions(self) -> np.ndarray:
+        """The configured start pose (controlled-joint order)."""
+        self._require()
+        return self._initial()
+
+    def teleport(self, position) -> None:
+        """Set the joint positions directly (zero velocity, no dynamics), e.g. at an episode reset."""
+        self._require()
+        c = self.world.client
+        for j, q in zip(self._ctrl, np.asarray(position, dtype=float), strict=True):
+            c.resetJointState(self.body_id, int(j), float(q), 0.0)
 
     # --- internals ----------------------------------------------------------------------------
     def _require(self) -> None:
