@@ -17,9 +17,10 @@ from sim.tasks.base import (
     register_task,
     task_class,
 )
+from sim.tasks.peg_insert import PegInsert, PegInsertConfig
 from sim.tasks.push_t import PushT, PushTConfig
 
 __all__ = [
-    "BadAction", "Expert", "PushT", "PushTConfig", "Randomization", "Spec", "Task", "TaskConfig", "UnknownTask",
-    "available_tasks", "make_task", "register_task", "task_class",
+    "BadAction", "Expert", "PegInsert", "PegInsertConfig", "PushT", "PushTConfig", "Randomization", "Spec", "Task",
+    "TaskConfig", "UnknownTask", "available_tasks", "make_task", "register_task", "task_class",
 ]

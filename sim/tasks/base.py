@@ -177,6 +177,7 @@ class Task(ABC):
         self.step_count = 0
         self.clipped = 0
         self.perturbed_at = None
+        self._perturb_step = None          # a reset that steps the physics must not fire the old perturbation
         self._randomize_domain(rng)
         self._reset_scene(rng)
         lo, hi = self.config.perturb_window
