@@ -21,6 +21,7 @@ DEFAULT_FIELDS = {
     "geometry_msgs/msg/WrenchStamped": "wrench",
     "robot_stack_msgs/msg/TactileFrame": "displacement",
     "robot_stack_msgs/msg/TeleopTarget": "joint_positions",
+    "std_msgs/msg/Float64MultiArray": "data",
 }
 
 
