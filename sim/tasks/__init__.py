@@ -17,10 +17,13 @@ from sim.tasks.base import (
     register_task,
     task_class,
 )
+from sim.tasks.hand_grasp_lift import HandGraspLift, HandGraspLiftConfig
 from sim.tasks.peg_insert import PegInsert, PegInsertConfig
 from sim.tasks.push_t import PushT, PushTConfig
+from sim.tasks.wipe import Wipe, WipeConfig
 
 __all__ = [
-    "BadAction", "Expert", "PegInsert", "PegInsertConfig", "PushT", "PushTConfig", "Randomization", "Spec", "Task",
-    "TaskConfig", "UnknownTask", "available_tasks", "make_task", "register_task", "task_class",
+    "BadAction", "Expert", "HandGraspLift", "HandGraspLiftConfig", "PegInsert", "PegInsertConfig", "PushT",
+    "PushTConfig", "Randomization", "Spec", "Task", "TaskConfig", "UnknownTask", "Wipe", "WipeConfig",
+    "available_tasks", "make_task", "register_task", "task_class",
 ]
