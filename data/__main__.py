@@ -16,9 +16,12 @@ def register(subparsers) -> None:
     info = sub.add_parser("info", help="episodes, duration, streams, rates, gaps")
     info.add_argument("path", help="dataset directory")
     info.set_defaults(func=info_command)
+    from data.record_cli import register_record, register_recover
     from data.tools_cli import register_tools
 
     register_tools(sub)
+    register_recover(sub)
+    register_record(subparsers)
 
 
 def info_command(args: argparse.Namespace) -> int:

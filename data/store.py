@@ -200,7 +200,8 @@ class EpisodeStore:
         from data.writer import EpisodeWriter
 
         self.info  # noqa: B018  (checks the directory is a store)
-        index = max(self.episodes() + self.open_episodes(), default=-1) + 1
+        # open/ first: a commit renaming open/ep-N into episodes/ meanwhile is then seen in one of the two
+        index = max(self.open_episodes() + self.episodes(), default=-1) + 1
         while True:
             try:
                 self.episode_dir(index, open_=True).mkdir()

@@ -4,7 +4,9 @@
 full queue drops the frame and counts it in `dropped`). Frames go into an MP4 written as
 *fragmented* MP4 (`movflags=frag_keyframe+empty_moov+default_base_moof`): every keyframe starts a
 fragment that is complete on disk once written, so a killed process leaves a file that decodes up
-to its last complete fragment. With `gop` = the stream's nominal fps that is at most ~1 s of video.
+to its last complete fragment. With `gop` = the stream's nominal fps that is at most ~1 s of video
+(plus the encoder's delay). `flush_packets=1` hands each fragment to the OS as it is muxed; without
+it the 32 KB AVIO buffer held seconds of video that a kill lost.
 
 Timestamps: each frame's PTS is its capture stamp relative to the stream's first frame, in
 microseconds (time base 1/1_000_000), so the container carries the real, variable frame timing.
@@ -36,7 +38,8 @@ class VideoError(RobotStackError):
 
 def _codec_options(codec: str, crf: int) -> dict[str, str]:
     if codec == "libsvtav1":
-        return {"preset": "11", "crf": str(crf), "svtav1-params": "lp=1"}
+        # pred-struct=1: low delay (no frame reordering), so a fragment reaches the disk ~1 GOP after its frames
+        return {"preset": "11", "crf": str(crf), "svtav1-params": "lp=1:pred-struct=1"}
     return {"preset": "veryfast", "crf": str(crf), "tune": "zerolatency"}
 
 
@@ -87,27 +90,33 @@ class VideoEncoder:
         import av
 
         container = stream = None
+        stopped = False
         try:
             while (item := self._queue.get()) is not _STOP:
                 frame, stamp = item
                 if container is None:
                     container, stream = self._open(av, frame.shape)
                 self._encode(av, container, stream, frame, stamp)
+            stopped = True
             if container is not None:
                 for packet in stream.encode(None):
                     container.mux(packet)
         except BaseException as exc:  # reported to the writer on its next put()/close()
             self.error = exc
-            while self._queue.get() is not _STOP:   # keep draining so put()/close() never hang
+            while not stopped and self._queue.get() is not _STOP:   # keep draining so put()/close() never hang
                 pass
         finally:
             if container is not None:
-                container.close()
+                try:
+                    container.close()
+                except Exception as exc:  # noqa: BLE001 - e.g. the disk filled up while writing the trailer
+                    self.error = self.error or exc
 
     def _open(self, av, shape: tuple[int, ...]):
         h, w = shape[:2]
         container = av.open(str(self.path), "w", format="mp4",
-                            options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                            options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                     "flush_packets": "1"})
         stream = container.add_stream(self.codec, rate=Fraction(round(self.fps * 1000), 1000),
                                       options=_codec_options(self.codec, self.crf))
         stream.width, stream.height = w + (w % 2), h + (h % 2)

@@ -30,7 +30,7 @@ from data.store import (
     write_json,
     write_parquet,
 )
-from data.video import VideoEncoder, count_frames
+from data.video import VideoEncoder, VideoError, count_frames
 from robot_stack import convert, messages
 
 
@@ -144,7 +144,9 @@ class EpisodeWriter:
             except StoreError:
                 pass
         self.closed = True
-        remove_tree(self.dir)
+        trash = self.dir.with_name(f".discarded-{self.dir.name}")   # gone at once (a crash mid-delete
+        os.rename(self.dir, trash)                                  # must not leave a recoverable half)
+        remove_tree(trash)
 
     def stream_stats(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -193,6 +195,14 @@ def _finish(store: EpisodeStore, index: int, meta: dict[str, Any]) -> int:
     return index
 
 
+def _frames_on_disk(path: Path) -> int:
+    """Decodable frames of a killed recording's video (0 when it never got past its header)."""
+    try:
+        return count_frames(path)
+    except VideoError:
+        return 0
+
+
 def recover_episode(store: EpisodeStore, index: int) -> int:
     """Commit an open episode from its flushed segments and the decodable frames of its videos."""
     import json
@@ -202,9 +212,10 @@ def recover_episode(store: EpisodeStore, index: int) -> int:
     stats = {}
     for spec in meta["streams"]:
         key = spec["key"]
-        table = _merge_segments(src / key)
+        merged = src / f"{key}.parquet"    # a commit killed after merging this stream: the merge is whole
+        table = pq.read_table(merged) if merged.exists() else _merge_segments(src / key)
         if table is not None and spec["encoding"] == "video":
-            table = table.slice(0, min(table.num_rows, count_frames(src / f"{key}.mp4")))
+            table = table.slice(0, min(table.num_rows, _frames_on_disk(src / f"{key}.mp4")))
         n = 0 if table is None else table.num_rows
         stamps = np.zeros(0, np.int64) if table is None else table.column("stamp_ns").to_numpy()
         span = (stamps[-1] - stamps[0]) / 1e9 if n > 1 else 0.0

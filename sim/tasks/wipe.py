@@ -193,7 +193,8 @@ class Wipe(ArmTask):
         if self.built and self.world.connected:
             self.ft.disconnect()
             c = self.world.client
-            c.removeConstraint(self._sponge_joint)
+            if self.robot.body_id is not None:      # removing the robot already removed its constraints
+                c.removeConstraint(self._sponge_joint)
             for body in (self.sponge, self.board, self.table, *self._cells):
                 c.removeBody(body)
         super().close()
