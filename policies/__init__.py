@@ -1,0 +1,21 @@
+"""Policies: models behind one `Policy` interface, the shared trainer, the policy server, evaluation.
+
+Importing `policies` registers the built-in policies (see `policies.base.available_policies`).
+"""
+
+from policies.base import (
+    CheckpointError,
+    FeatureSpec,
+    Policy,
+    PolicyConfig,
+    PolicyError,
+    available_policies,
+    load_policy,
+    policy_class,
+    register_policy,
+)
+
+__all__ = [
+    "CheckpointError", "FeatureSpec", "Policy", "PolicyConfig", "PolicyError", "available_policies", "load_policy",
+    "policy_class", "register_policy",
+]
