@@ -34,9 +34,10 @@ Tasks: with `task: push_t` (any `sim.tasks` name) the world, robot and objects a
 `seed` starts, and the task's per-step work and perturbations run as the physics steps. The
 robot is still driven only through the robot node's topics. `episode_events`
 (robot_stack_msgs/EpisodeEvent) RESET starts a new episode (seed = `episode_id` when it is a
-number, else the next seed) and clears the robot node's trajectory; `task/status`
+number, else the next seed) and clears the robot node's trajectory; `sim.task_io` adds the task's
+observation, action and teleop-target topics (task actions run through the robot node); `task/status`
 (DiagnosticStatus: seed, progress, success, elapsed_steps, perturbed_at) goes out at
-`task_status_hz` and on every reset.
+`task_status_hz`, on every reset and whenever success changes.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from sim import robots as _robots  # noqa: F401  (registers sim_panda / sim_iiwa
 from sim.camera import WRIST_LINKS, FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
 from sim.ft import WristFT
 from sim.tactile import pads_for
+from sim.task_io import TaskIO
 from sim.tasks import Task, make_task, task_class
 from sim.world import SimWorld, SimWorldConfig
 
@@ -133,6 +135,7 @@ class SimNode(Node):
             self._make_devices(robot_cls, cameras, (width, height), p("tactile", False))
             robot_params = {
                 "control_rate_hz": self.control_hz, "state_rate_hz": state_hz,
+                "command_mode": self.task.command_mode if self.task is not None else "position",
                 **{k: p(k, d, positive=True) for k, d in
                    (("watchdog_periods", 50), ("stop_periods", 500), ("max_bad_commands", 1))},
             }
@@ -210,14 +213,26 @@ class SimNode(Node):
         self.task_status_pub = self.create_publisher(DIAGNOSTIC_STATUS, "task/status", 10)
         self.create_subscription(EPISODE_EVENT, "episode_events", self._on_episode_event, 10)
         self._tasks.append(_Task(NS / status_hz, self.publish_task_status))
+        self.task_io = TaskIO(self, self.task, self.robot_node.joint_names)
+        self._tasks.append(_Task(self.task_io.period_ns, self._task_tick))
+        self._succeeded = False
         self.reset_task(seed)
 
     def reset_task(self, seed: int) -> None:
         """Start the task's episode `seed`; the robot node drops its old trajectory and faults."""
+        self.task.command_sink = None          # the reset places the robot directly
         self.task.reset(seed)
+        self.task.command_sink = self.task_io.send
+        self.task_io.clear()
         self.robot_node.reset_fault()
         self.get_logger().info(f"task {self.task.name}: reset, seed {seed}")
         self.publish_task_status()
+
+    def _task_tick(self) -> None:
+        self.task_io.tick()
+        if self.task.success() != self._succeeded:        # every success transition goes out at once
+            self._succeeded = not self._succeeded
+            self.publish_task_status()
 
     def _on_episode_event(self, msg: Any) -> None:
         if msg.event != EPISODE_RESET:

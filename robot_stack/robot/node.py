@@ -2,7 +2,8 @@
 
 - `start()` connects the device and starts two timers: state (`state_rate_hz`: `robot.read()`
   -> `sensor_msgs/JointState` on `joint_states`, stamped with the capture time) and control
-  (`control_rate_hz`: interpolate the buffered trajectory, write a POSITION `JointCommand`).
+  (`control_rate_hz`: interpolate the buffered trajectory, write a `JointCommand` in `command_mode`:
+  "position", or "impedance" = the setpoint with the device's default stiffness/damping).
   `destroy_node()` disconnects. Nothing is written before the first command arrives.
 - Commands: `joint_commands` (`sensor_msgs/JointState` position targets, header.stamp = when
   due, 0 = now; names select joints, no names = all in order) and `action_chunk`
@@ -65,6 +66,12 @@ class RobotNode(Node):
             max_read_errors=_positive(self, "max_read_errors", 5, int),
         )
         self.status_rate_hz = _positive(self, "status_rate_hz", 1.0, float)
+        mode = self.declare_parameter("command_mode", "position").value
+        modes = {m.value: m for m in (ControlMode.POSITION, ControlMode.IMPEDANCE)}
+        if mode not in modes:
+            raise ParameterError(f"node '{self.get_name()}': parameter 'command_mode' must be one of "
+                                 f"{sorted(modes)}, got {mode!r}")
+        self.command_mode = modes[mode]   # IMPEDANCE: the setpoint with the device's default gains
         self.joint_names = list(robot.joint_names)
         self._index = {name: i for i, name in enumerate(self.joint_names)}
         self.clamped = self.rejected = self.read_errors = self.write_errors = 0
@@ -159,7 +166,7 @@ class RobotNode(Node):
             self.publish_status()
         self._setpoint = self._trajectory.sample(now)
         try:
-            self.robot.write(JointCommand(ControlMode.POSITION, position=self._setpoint))
+            self.robot.write(JointCommand(self.command_mode, position=self._setpoint))
         except Exception as exc:  # counted; a failing device also fails its reads
             self.write_errors += 1
             if self.write_errors % 100 == 1:

@@ -77,7 +77,7 @@ class ArmTask(Task):
         """Command the arm toward an end-effector target; `gripper` = opening width in m (Panda 0..0.08)."""
         q = self.solve_ik(position, yaw)
         q[self._gripper] = self._gripper_targets(gripper)
-        self.robot.write(JointCommand(mode, position=q))
+        self.send(JointCommand(mode, position=q))
         return q
 
     def place_ee(self, position, yaw: float = 0.0, *, gripper: float | None = None, iterations: int = 5) -> None:

@@ -113,6 +113,7 @@ class Task(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
     expert_class: ClassVar[type[Expert]]
+    command_mode: ClassVar[str] = "position"      # how a robot node should execute this task's joint targets
 
     def __init__(self, config: TaskConfig | None = None, *, world: SimWorld | None = None):
         self.config = config or self.config_class()
@@ -131,6 +132,7 @@ class Task(ABC):
         self.perturbed_at: int | None = None
         self._perturb_step: int | None = None
         self._expert: Expert | None = None
+        self.command_sink: Any = None                 # set by a sim node; None = write to the robot directly
         self._nominal: dict[int, tuple[float, float]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -231,6 +233,11 @@ class Task(ABC):
             a = clipped
         return a
 
+    def send(self, command: Any) -> None:
+        """Hand a JointCommand to the robot (tasks' `_apply_action` use this). A sim node running the task
+        installs `command_sink` so commands go through its robot node's topics instead."""
+        (self.command_sink or self.robot.write)(command)
+
     def done(self) -> bool:
         return self.success() or self.step_count >= self.config.max_steps
 
@@ -244,8 +251,13 @@ class Task(ABC):
         spec.update({f"{name}_image": Spec((h, w, 3), "uint8") for name in self.config.cameras})
         return spec
 
+    def observe_lowdim(self) -> dict[str, np.ndarray]:
+        """The observation without camera images (in observation-spec order)."""
+        state = self._observe_state()
+        return {k: np.asarray(state[k], dtype=np.float32) for k in self._state_spec()}
+
     def observe(self) -> dict[str, np.ndarray]:
-        obs = {k: np.asarray(v, dtype=np.float32) for k, v in self._observe_state().items()}
+        obs = self.observe_lowdim()
         for name, camera in self.cameras.items():
             obs[f"{name}_image"] = camera.rgb()
         return obs

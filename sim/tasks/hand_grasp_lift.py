@@ -194,7 +194,7 @@ class HandGraspLift(ArmTask):
         self._write(q)
 
     def _write(self, q: np.ndarray) -> None:
-        self.robot.write(JointCommand(ControlMode.POSITION, position=q))
+        self.send(JointCommand(ControlMode.POSITION, position=q))
 
     def ee_yaw(self) -> float:
         c = self.world.client

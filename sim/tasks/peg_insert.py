@@ -220,6 +220,7 @@ class PegInsertExpert(Expert):
 
 @register_task("peg_insert")
 class PegInsert(ArmTask):
+    command_mode = "impedance"
     config_class = PegInsertConfig
     expert_class = PegInsertExpert
 

@@ -102,6 +102,7 @@ class WipeConfig(ArmTaskConfig):
 
 @register_task("wipe")
 class Wipe(ArmTask):
+    command_mode = "impedance"
     config_class = WipeConfig
     expert_class = WipeExpert
 

@@ -211,3 +211,59 @@ def test_tactile_pads_publish_frames(rig):
     assert len(frames) == 10
     f = frames[-1]
     assert (f.rows, f.cols) == (7, 9) and len(f.displacement) == 7 * 9 * 3 and stamp_ns(f) == 200_000_000
+
+
+def _obs_from_msg(msg) -> dict[str, np.ndarray]:
+    """task/observation (names `<key>.<dim>`) -> {key: array}."""
+    out: dict[str, list[float]] = {}
+    for name, value in zip(msg.name, msg.position, strict=True):
+        out.setdefault(name.rsplit(".", 1)[0], []).append(value)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_expert_through_teleop_targets_solves_push_t(rig):
+    """The scripted expert as an operator: task/observation in, teleop_target out, robot node in between."""
+    node, obs_node, ex = rig(task="push_t", seed=3, stop_periods=5000)
+    observations = listen(obs_node, "sensor_msgs/msg/JointState", "task/observation")
+    actions = listen(obs_node, "sensor_msgs/msg/JointState", "task/action")
+    status = listen(obs_node, "diagnostic_msgs/msg/DiagnosticStatus", "task/status")
+    teleop = obs_node.create_publisher("robot_stack_msgs/msg/TeleopTarget", "teleop_target")
+    expert = node.task.expert()
+    seen = 0
+
+    def operate() -> bool:
+        nonlocal seen
+        if len(observations) > seen:
+            seen = len(observations)
+            obs = _obs_from_msg(observations[-1])
+            x, y = expert.act(obs)
+            pose = {"position": {"x": float(x), "y": float(y), "z": 0.0}, "orientation": {"w": 1.0}}
+            teleop.publish(messages.from_dict("robot_stack_msgs/msg/TeleopTarget",
+                                              {"mode": 1, "ee_pose": pose, "engaged": True, "device": "expert"}))
+        return node.task.success() or node.sim_time.seconds > 60.0
+
+    assert ex.spin_until(operate, 120.0)
+    assert node.task.success(), f"progress {node.task.progress():.3f}"
+    assert node.robot_node.health is Health.OK and node.task_io.rejected == 0
+    assert actions and list(actions[-1].name) == ["ee_x", "ee_y"]
+    names = list(observations[-1].name)
+    assert names[:2] == ["agent_pos.x", "agent_pos.y"] and "block_pose.yaw" in names
+    assert any(_task_values(m)["success"] == "True" for m in status)   # sent the moment it succeeded
+
+
+def test_task_action_chunks_are_followed_and_stale_steps_skipped(rig):
+    node, obs_node, ex = rig(task="push_t", seed=1, stop_periods=5000)
+    ex.spin_until(lambda: node.sim_time.seconds >= 0.5, 5.0)
+    start = node.task.ee_pose()[0][:2]
+    pub = obs_node.create_publisher("robot_stack_msgs/msg/ActionChunk", "task/action_chunk")
+    steps = np.stack([start - [0.01 * k, 0.0] for k in range(1, 11)])
+    stamp = Time(node.sim_time.nanoseconds - 250_000_000)   # the first 2-3 steps are already in the past
+    pub.publish(messages.from_dict("robot_stack_msgs/msg/ActionChunk", {
+        "header": {"stamp": stamp.to_msg()}, "dt": {"sec": 0, "nanosec": 100_000_000}, "names": ["ee_x", "ee_y"],
+        "steps": 10, "actions": steps.reshape(-1).tolist()}))
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 2.0, 10.0)
+    assert node.task.ee_pose()[0][:2] == pytest.approx(start - [0.10, 0.0], abs=0.01)
+    assert node.task_io.stale_steps >= 2
+    bad = {"names": ["ee_x"], "steps": 1, "actions": [0.5]}
+    pub.publish(messages.from_dict("robot_stack_msgs/msg/ActionChunk", bad))
+    assert ex.spin_until(lambda: node.task_io.rejected == 1, 5.0)
