@@ -9,6 +9,7 @@ second; `commit()` merges, writes meta.json and renames the episode into `episod
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,8 @@ from data.store import (
 )
 from data.video import VideoEncoder, VideoError, count_frames
 from robot_stack import convert, messages
+
+KEEP_FLUSHED_BYTES = 256 * 2**20    # flushed tables kept in memory per episode for commit (else: re-read)
 
 
 def rgb_of(msg: Any) -> np.ndarray:
@@ -68,6 +71,8 @@ class EpisodeWriter:
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "platform_version": robot_stack.__version__}
         self.closed = False
         self.last_flush = time.monotonic()
+        self._kept: dict[str, list[pa.Table]] | None = {k: [] for k in keys}   # flushed rows, for a fast commit
+        self._kept_bytes = 0
         for k in keys:
             (self.dir / k).mkdir(exist_ok=True)
         write_json(self.dir / "meta.json", self.meta)
@@ -118,13 +123,28 @@ class EpisodeWriter:
     # --- durability -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Write every buffered row as a new segment file (whole on disk or absent)."""
+        self.write_segments(self.take_rows())
+
+    def take_rows(self) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+        """Hand the buffered rows over with their segment numbers (cheap: call it where `write` is
+        called); `write_segments` can then do the disk work in another thread, in call order."""
+        taken = {}
         for key, rows in self._rows.items():
-            if not rows:
-                continue
-            seg = self.dir / key / f"seg-{self._segments[key]:06d}.parquet"
-            write_parquet(seg, pa.Table.from_pylist(rows))
-            self._segments[key] += 1
-            self._rows[key] = []
+            if rows:
+                taken[key] = (self._segments[key], rows)
+                self._segments[key] += 1
+                self._rows[key] = []
+        return taken
+
+    def write_segments(self, taken: dict[str, tuple[int, list[dict[str, Any]]]]) -> None:
+        for key, (number, rows) in taken.items():
+            table = pa.Table.from_pylist(rows)
+            write_parquet(self.dir / key / f"seg-{number:06d}.parquet", table)
+            if self._kept is not None:     # commit merges these instead of reading every segment back
+                self._kept_bytes += table.nbytes
+                self._kept[key].append(table)
+                if self._kept_bytes > KEEP_FLUSHED_BYTES:
+                    self._kept = None
         self.last_flush = time.monotonic()
 
     def commit(self, *, success: bool | None = None, **extra: Any) -> int:
@@ -135,13 +155,13 @@ class EpisodeWriter:
         self.closed = True
         self.meta.update(extra, success=success, stopped=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          stream_stats=self.stream_stats())
-        return _finish(self.store, self.index, self.meta)
+        return _finish(self.store, self.index, self.meta, self._kept)
 
     def discard(self) -> None:
         for enc in self.encoders.values():
             try:
                 enc.close()
-            except StoreError:
+            except (StoreError, VideoError):   # an encoder that failed (e.g. disk full) is gone anyway
                 pass
         self.closed = True
         trash = self.dir.with_name(f".discarded-{self.dir.name}")   # gone at once (a crash mid-delete
@@ -169,21 +189,29 @@ def _merge_segments(folder: Path) -> pa.Table | None:
     tables = []
     for seg in segs:
         try:
-            tables.append(pq.read_table(seg))
+            tables.append(pq.read_table(seg, use_threads=False))   # many small files: threads only cost
         except (OSError, pa.ArrowInvalid):   # cannot happen for renamed segments; be safe after a crash
             break
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
-def _finish(store: EpisodeStore, index: int, meta: dict[str, Any]) -> int:
-    """Merge each stream's segments, write meta.json and rename the episode into episodes/."""
+def _finish(store: EpisodeStore, index: int, meta: dict[str, Any], kept: dict[str, list] | None = None) -> int:
+    """Merge each stream's segments (or the `kept` tables they were written from), write meta.json
+    and rename the episode into episodes/. The segment folders go to `open/.trash-*` (one rename
+    each) and are deleted in the background: unlinking hundreds of fsynced files took ~1 s."""
     src = store.episode_dir(index, open_=True)
+    trash = []
     for spec in meta["streams"]:
         key = spec["key"]
-        table = _merge_segments(src / key)
+        if kept is not None:
+            table = pa.concat_tables(kept[key], promote_options="permissive") if kept[key] else None
+        else:
+            table = _merge_segments(src / key)
         if table is not None:
             write_parquet(src / f"{key}.parquet", table)
-        remove_tree(src / key)
+        if (src / key).is_dir():
+            trash.append(src.parent / f".trash-{index:06d}-{key}-{time.time_ns()}")
+            os.rename(src / key, trash[-1])
     firsts = [s["first_ns"] for s in meta.get("stream_stats", {}).values() if s.get("first_ns") is not None]
     lasts = [s["last_ns"] for s in meta.get("stream_stats", {}).values() if s.get("last_ns") is not None]
     meta["duration_s"] = (max(lasts) - min(firsts)) / 1e9 if firsts else 0.0
@@ -192,6 +220,8 @@ def _finish(store: EpisodeStore, index: int, meta: dict[str, Any]) -> int:
     dst = store.episode_dir(index)
     os.rename(src, dst)
     _fsync_dir(dst.parent)
+    trash += [p for p in src.parent.glob(f".trash-{index:06d}-*") if p not in trash]   # a killed commit's
+    threading.Thread(target=lambda: [remove_tree(p) for p in trash], name="store-trash", daemon=True).start()
     return index
 
 
