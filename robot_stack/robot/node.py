@@ -9,6 +9,9 @@
   due, 0 = now; names select joints, no names = all in order) and `action_chunk`
   (`robot_stack_msgs/ActionChunk`: step k due at stamp + k*dt; steps already past are skipped
   and counted in `stale_steps`). Targets are clamped to the joint limits (`clamped`).
+- Chunk ensembling (`ensemble`, off by default): each chunk's targets are averaged with the
+  overlapping earlier chunks' targets for the same times, ACT-style, with weights
+  exp(-`ensemble_decay` * i), i = 0 for the oldest (`interpolation.ChunkEnsemble`).
 - Bad commands (NaN/inf, wrong length, unknown names) are dropped and counted (`rejected`);
   `max_bad_commands` of them in a row trip the watchdog. `max_read_errors` failed or bad reads
   in a row trip it too. No command for `watchdog_periods` control periods after the trajectory
@@ -29,7 +32,7 @@ from robot_stack.clock import NS, Time
 from robot_stack.errors import ParameterError
 from robot_stack.node import Node
 from robot_stack.robot.interface import ControlMode, JointCommand, Robot, RobotState
-from robot_stack.robot.interpolation import TrajectoryBuffer
+from robot_stack.robot.interpolation import ChunkEnsemble, TrajectoryBuffer
 from robot_stack.robot.watchdog import Health, Watchdog
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -79,12 +82,20 @@ class RobotNode(Node):
         self.state: RobotState | None = None
         self.started = False
         self._trajectory = TrajectoryBuffer()
+        self._ensemble = self._make_ensemble()
         self._setpoint: np.ndarray | None = None
         self._last_command_ns = 0
         self.state_pub = self.create_publisher(JOINT_STATE, "joint_states", 10)
         self.status_pub = self.create_publisher(DIAGNOSTIC_STATUS, "~/status", 10)
         self.create_subscription(JOINT_STATE, "joint_commands", self._on_joint_command, 10)
         self.create_subscription(ACTION_CHUNK, "action_chunk", self._on_action_chunk, 10)
+
+    def _make_ensemble(self) -> ChunkEnsemble | None:
+        enabled = self.declare_parameter("ensemble", False).value
+        decay = self.declare_parameter("ensemble_decay", 0.01).value
+        if not decay >= 0:
+            raise ParameterError(f"node '{self.get_name()}': parameter 'ensemble_decay' must be >= 0, got {decay!r}")
+        return ChunkEnsemble(decay) if enabled else None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +137,7 @@ class RobotNode(Node):
             self.get_logger().warning(f"fault reset (was: {self.watchdog.reason})")
         self.watchdog.reset()
         self._trajectory.clear()
+        self._clear_ensemble()
         self._setpoint = None
         self.publish_status()
 
@@ -176,6 +188,7 @@ class RobotNode(Node):
         if not self.watchdog.trip(reason):
             return
         self._trajectory.clear()
+        self._clear_ensemble()
         self._setpoint = None
         self.get_logger().error(f"watchdog tripped, safe stop: {reason}")
         try:
@@ -200,6 +213,7 @@ class RobotNode(Node):
         start = self._current_setpoint(now)
         target = start.copy()
         target[columns] = position
+        self._clear_ensemble()  # a waypoint replaces any plan
         self._accept(now, start, [due], [target])
 
     def _on_action_chunk(self, msg: Any) -> None:
@@ -223,7 +237,10 @@ class RobotNode(Node):
         start = self._current_setpoint(now)
         targets = np.tile(start, (int(np.count_nonzero(fresh)), 1))
         targets[:, columns] = rows[fresh]
-        self._accept(now, start, [int(t) for t in times[fresh]], list(targets))
+        due = [int(t) for t in times[fresh]]
+        if self._ensemble is not None:
+            targets = self._ensemble.add(now, due, targets)
+        self._accept(now, start, due, list(targets))
 
     def _chunk_rows(self, msg: Any) -> tuple[np.ndarray, np.ndarray, int]:
         names, steps = list(msg.names), int(msg.steps)
@@ -280,6 +297,10 @@ class RobotNode(Node):
             self.ignored += 1
             return True
         return False
+
+    def _clear_ensemble(self) -> None:
+        if self._ensemble is not None:
+            self._ensemble.clear()
 
     def _current_setpoint(self, now: int) -> np.ndarray:
         if not self._trajectory.empty:

@@ -118,8 +118,11 @@ def test_episode_events_start_stop_discard_success_failure(rig):
             drain(ex)
             src.publish(1, time.time_ns())
         drain(ex)
-    assert rec.wait_idle()
     store = EpisodeStore(rec.store.root)
+    # events that arrive while a commit runs are handled after it: keep spinning until all are done
+    assert ex.spin_until(lambda: rec.wait_idle(0.0) and store.episodes() == [0, 2]
+                         and store.episode(0).meta["success"] is True, 30.0)
+    assert rec.wait_idle()
     assert store.episodes() == [0, 2] and store.open_episodes() == []        # 1 was discarded
     assert store.episode(0).meta["success"] is True                          # marked while open, then by id
     assert store.episode(2).meta["success"] is False                         # marked after its commit
