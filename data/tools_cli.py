@@ -8,6 +8,19 @@ from pathlib import Path
 
 
 def register_tools(sub) -> None:
+    ex = sub.add_parser("export", help="export episodes to LeRobot v3, rosbag2 (MCAP) or a zarr replay buffer")
+    ex.add_argument("path", help="dataset directory (episode store)")
+    ex.add_argument("--format", required=True, help="lerobot | rosbag2 | zarr")
+    ex.add_argument("--out", required=True, help="output directory (or .zarr path)")
+    ex.add_argument("--episodes", default="", help="comma-separated episode indices (default: all)")
+    ex.add_argument("--fps", type=float, default=None, help="fixed-rate formats: resampling rate")
+    ex.add_argument("--features", default="", help="YAML file mapping feature names to streams (data.features)")
+    ex.set_defaults(func=export_command)
+    im = sub.add_parser("import", help="import a LeRobot v3 dataset, rosbag2 bag(s) or zarr buffer into a store")
+    im.add_argument("src", help="what to import")
+    im.add_argument("--format", required=True, help="lerobot | rosbag2 | zarr")
+    im.add_argument("--into", required=True, help="episode store directory (created if missing)")
+    im.set_defaults(func=import_command)
     rp = sub.add_parser("replay", help="republish an episode on its original topics with its original timing")
     rp.add_argument("path", help="dataset directory")
     rp.add_argument("--episode", type=int, required=True)
@@ -55,4 +68,42 @@ def view_command(args: argparse.Namespace) -> int:
     print(f"summary plot: {summary_png(ep, stem.with_suffix('.png'))}")
     if not args.no_rerun:
         print(f"rerun recording: {rerun_recording(ep, stem.with_suffix('.rrd'))} (open with `rerun FILE`)")
+    return 0
+
+
+def _progress_callback(progress, label: str):
+    bar = progress.add_task(label, total=None)
+    return lambda done, total: progress.update(bar, completed=done, total=total)
+
+
+def export_command(args: argparse.Namespace) -> int:
+    import yaml
+    from rich.progress import Progress
+
+    from data.features import parse_features
+    from data.formats import format_class
+    from data.store import EpisodeStore
+
+    fmt = format_class(args.format)()
+    store = EpisodeStore(args.path)
+    episodes = [int(e) for e in args.episodes.split(",") if e.strip()] or None
+    features = parse_features(yaml.safe_load(Path(args.features).read_text())) if args.features else None
+    with Progress() as progress:
+        out = fmt.export(store, args.out, episodes=episodes, features=features, fps=args.fps,
+                         progress=_progress_callback(progress, f"export {args.format}"))
+    print(f"exported {len(episodes or store.episodes())} episodes to {out}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from data.formats import format_class
+    from data.store import EpisodeStore
+
+    fmt = format_class(args.format)()
+    store = EpisodeStore.create(args.into)
+    with Progress() as progress:
+        added = fmt.import_(args.src, store, progress=_progress_callback(progress, f"import {args.format}"))
+    print(f"imported {len(added)} episodes into {args.into}: {added}")
     return 0

@@ -110,3 +110,29 @@ def test_dataset_view_and_info_cli(episode, tmp_path):
     out = subprocess.run([*cli, "info", str(root)], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "COLUMNS": "200"})
     assert out.returncode == 0 and "joint_states" in out.stdout and "200.0" in out.stdout
+
+
+@pytest.mark.parametrize("fmt", ["lerobot", "rosbag2", "zarr"])
+def test_dataset_export_and_import_cli_round_trip(episode, tmp_path, fmt):
+    _, root = episode
+    cli = [sys.executable, "-m", "robot_stack.cli.main", "dataset"]
+    out = tmp_path / ("export.zarr" if fmt == "zarr" else "export")
+    run = subprocess.run([*cli, "export", str(root), "--format", fmt, "--out", str(out), "--fps", "20"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "exported 1 episodes" in run.stdout
+    run = subprocess.run([*cli, "import", str(out), "--format", fmt, "--into", str(tmp_path / "back")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    back = EpisodeStore(tmp_path / "back")
+    assert len(back) == 1
+    ep = back.episode(back.episodes()[0])
+    assert len(ep.streams) >= 2 and ep.duration_s > 0.3
+    assert any(s.encoding == "video" for s in ep.streams.values())
+
+
+def test_unknown_export_format_lists_the_known_ones(episode, tmp_path):
+    _, root = episode
+    run = subprocess.run([sys.executable, "-m", "robot_stack.cli.main", "dataset", "export", str(root), "--format",
+                          "hdf5", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "unknown dataset format 'hdf5'" in run.stderr and "lerobot" in run.stderr
