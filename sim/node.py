@@ -110,7 +110,10 @@ class SimNode(Node):
         self.control_hz = p("control_hz", float(min(500, self.physics_hz)), positive=True)
         state_hz = p("state_hz", self.control_hz, positive=True)
         self.realtime = p("realtime", True)
-        self.batch_steps = p("batch_steps", 50, positive=True)
+        # with a task, one batch = one task control period: in fast mode the executor then services the
+        # subscriptions (an operator's or policy's reply) between two task ticks, never after several
+        per_tick = round(self.physics_hz / task_cls.config_class.control_hz) if task_cls else 50
+        self.batch_steps = p("batch_steps", per_tick, positive=True)
         clock_hz = p("clock_hz", 1000.0, positive=True)
         cameras = p("cameras", ["fixed"])
         width, height = p("camera_width", 128, positive=True), p("camera_height", 96, positive=True)
@@ -229,6 +232,7 @@ class SimNode(Node):
         self.publish_task_status()
 
     def _task_tick(self) -> None:
+        self._drain(self)          # the newest operator/policy input counts at this tick, not the next
         self.task_io.tick()
         if self.task.success() != self._succeeded:        # every success transition goes out at once
             self._succeeded = not self._succeeded
@@ -263,6 +267,7 @@ class SimNode(Node):
 
     def _step(self) -> None:
         """Stepping timer callback: advance the physics by the steps that are due now."""
+        self._drain(self)          # inputs that arrived since the last batch act before it, not after
         if not self.realtime:
             self.advance(self.batch_steps)
             return
@@ -289,12 +294,14 @@ class SimNode(Node):
 
     def _robot_callback(self, callback: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
-            self._drain_robot_commands()
+            self._drain(self.robot_node)
             callback()
         return run
 
-    def _drain_robot_commands(self) -> None:
-        while (sub := self.robot_node.take_ready()) is not None:
+    @staticmethod
+    def _drain(node: Node) -> None:
+        """Run the callbacks of `node`'s subscriptions that have messages waiting."""
+        while (sub := node.take_ready()) is not None:
             msg = sub.take()
             if msg is not None:
                 sub.callback(msg)

@@ -7,7 +7,8 @@ With a task, a `SimNode` also
   task's action spec, e.g. ee_x, ee_y; step k due at stamp + k*dt, steps already past are
   skipped) and `teleop_target` (robot_stack_msgs/TeleopTarget: `ee_pose` -> ee_x/ee_y/ee_z/ee_yaw,
   `joint_positions` by name -> hand joints; only while `engaged`);
-- at every control tick applies the newest due action with the task's own mapping (IK etc.). The
+- applies an action when it arrives and, at every control tick, the newest due one, with the task's
+  own mapping (IK etc.). The
   resulting joint command is not written to the simulated robot directly: it goes to the robot
   node as a `joint_commands` target due now, so clamping and the watchdog apply exactly as for a
   real robot;
@@ -75,6 +76,7 @@ class TaskIO:
         dt_ns = msg.dt.sec * NS + msg.dt.nanosec
         t0 = Time.from_msg(msg.header.stamp).nanoseconds or self.task.world.time_ns
         self._chunk, self._last_k = (t0, max(1, dt_ns), rows), None
+        self._apply(self.task.world.time_ns)      # act on it now, not at the next tick
 
     def _on_teleop(self, msg: Any) -> None:
         if not msg.engaged:
@@ -90,6 +92,7 @@ class TaskIO:
             self._reject("teleop_target: NaN/inf target")
             return
         self._chunk, self._target = None, target
+        self._apply(self.task.world.time_ns)
 
     def _reject(self, why: str) -> None:
         self.rejected += 1
@@ -110,17 +113,21 @@ class TaskIO:
     def tick(self) -> None:
         """Every task control period: apply the newest due action, publish observation and action."""
         now = self.task.world.time_ns
-        action = self._due_action(now)
-        if action is not None:
-            try:
-                self.task._apply_action(self.task.check_action(action))
-                self.applied += 1
-                self.action_pub.publish(convert.joint_state(self.action_names, action, stamp=Time(now)))
-            except BadAction as exc:
-                self._reject(str(exc))
+        self._apply(now)
         obs = self.task.observe_lowdim()
         values = np.concatenate([np.ravel(v) for v in obs.values()])
         self.obs_pub.publish(convert.joint_state(self.obs_names, values, stamp=Time(now)))
+
+    def _apply(self, now: int) -> None:
+        action = self._due_action(now)
+        if action is None:
+            return
+        try:
+            self.task._apply_action(self.task.check_action(action))
+            self.applied += 1
+            self.action_pub.publish(convert.joint_state(self.action_names, action, stamp=Time(now)))
+        except BadAction as exc:
+            self._reject(str(exc))
 
     def _due_action(self, now: int) -> np.ndarray | None:
         if self._chunk is not None:

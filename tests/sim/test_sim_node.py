@@ -240,7 +240,7 @@ def test_expert_through_teleop_targets_solves_push_t(rig):
             pose = {"position": {"x": float(x), "y": float(y), "z": 0.0}, "orientation": {"w": 1.0}}
             teleop.publish(messages.from_dict("robot_stack_msgs/msg/TeleopTarget",
                                               {"mode": 1, "ee_pose": pose, "engaged": True, "device": "expert"}))
-        return node.task.success() or node.sim_time.seconds > 60.0
+        return node.task.success() or node.sim_time.seconds > 30.0
 
     assert ex.spin_until(operate, 120.0)
     assert node.task.success(), f"progress {node.task.progress():.3f}"
