@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder")
+SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies")
 
 
 def main(argv: list[str]) -> int:
