@@ -63,8 +63,10 @@ def flood(topic: str, seconds: float) -> int:
     pub = node.create_publisher("sensor_msgs/msg/JointState", topic)
     msg = messages.make("sensor_msgs/msg/JointState", name=[f"j{i}" for i in range(7)], position=list(range(7)))
     print("READY", flush=True)
-    sent, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
+    sent, start = 0, time.monotonic()
+    # at least `seconds`, and on until the other process's messages arrived too (a loaded machine can
+    # start the two processes seconds apart), at most 5x `seconds`
+    while (elapsed := time.monotonic() - start) < seconds or (sub.received <= sent and elapsed < 5 * seconds):
         pub.publish(msg)
         sent += 1
     print(f"DONE {sent} {sub.received}", flush=True)

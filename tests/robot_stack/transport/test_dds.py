@@ -392,10 +392,10 @@ def test_local_and_remote_writers_into_one_reader_do_not_deadlock():
     writer holds the GIL waiting for that listener slot.
     """
     env = dict(os.environ, ROBOT_STACK_DISCOVERY="localhost")
-    cmd = [sys.executable, str(PEER_SCRIPT), "--flood", f"{NS}/flood", "--timeout", "6"]  # overlap under load
+    cmd = [sys.executable, str(PEER_SCRIPT), "--flood", f"{NS}/flood", "--timeout", "3"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True) for _ in range(2)]
     try:
-        outputs = [p.communicate(timeout=30)[0] for p in procs]
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
