@@ -24,7 +24,6 @@ checkpoint checks the policy name and every tensor shape and says what does not 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 
 from data.loader import Normalizer
 from robot_stack.errors import RobotStackError
+from robot_stack.registry import Registry
 
 FORMAT = "robot_stack.policy"
 VERSION = 1
@@ -137,31 +137,14 @@ class Policy(torch.nn.Module, ABC):
 
 
 # --- registry and loading -----------------------------------------------------------------------
-_POLICIES: dict[str, type[Policy]] = {}
-
-
-def register_policy(name: str):
-    def deco(cls: type[Policy]) -> type[Policy]:
-        cls.name = name
-        _POLICIES[name] = cls
-        return cls
-
-    return deco
-
-
-def available_policies() -> list[str]:
+def _load_builtin() -> None:
     import policies  # noqa: F401  (registers the built-in policies)
 
-    return sorted(_POLICIES)
 
-
-def policy_class(name: str) -> type[Policy]:
-    available_policies()
-    if name not in _POLICIES:
-        close = difflib.get_close_matches(name, list(_POLICIES), n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PolicyError(f"unknown policy '{name}'; available: {', '.join(sorted(_POLICIES))}{hint}")
-    return _POLICIES[name]
+POLICIES: Registry[Policy] = Registry("policy", PolicyError, loader=_load_builtin)
+register_policy = POLICIES.register
+available_policies = POLICIES.names
+policy_class = POLICIES.get
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

@@ -9,42 +9,18 @@ every format module listed in `MODULES`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 
 from data.store import StoreError
+from robot_stack.registry import Registry
 
 MODULES = ("data.formats.lerobot", "data.formats.rosbag", "data.formats.zarr_buffer")
-_FORMATS: dict[str, type] = {}
-
-
-def register_format(name: str):
-    def deco(cls: type) -> type:
-        cls.name = name
-        _FORMATS[name] = cls
-        return cls
-
-    return deco
-
-
 def _load() -> None:
     for module in MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:      # a format module not written yet / optional dependency
-            if exc.name is None or not exc.name.startswith("data.formats"):
-                raise
+        importlib.import_module(module)
 
 
-def available_formats() -> list[str]:
-    _load()
-    return sorted(_FORMATS)
-
-
-def format_class(name: str) -> type:
-    _load()
-    if name not in _FORMATS:
-        close = difflib.get_close_matches(name, list(_FORMATS), n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise StoreError(f"unknown dataset format '{name}'; available: {', '.join(sorted(_FORMATS))}{hint}")
-    return _FORMATS[name]
+FORMATS: Registry[object] = Registry("dataset format", StoreError, loader=_load)
+register_format = FORMATS.register
+available_formats = FORMATS.names
+format_class = FORMATS.get

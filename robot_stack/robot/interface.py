@@ -8,7 +8,6 @@ a frozen config dataclass. The robot node (interpolation, clamping, watchdog) si
 
 from __future__ import annotations
 
-import difflib
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from robot_stack.errors import RobotStackError
+from robot_stack.registry import Registry
 
 
 class UnknownRobot(RobotStackError, KeyError):
@@ -97,25 +97,7 @@ class Robot(ABC):
     def disconnect(self) -> None: ...
 
 
-_ROBOTS: dict[str, type[Robot]] = {}
-
-
-def register_robot(kind: str):
-    def deco(cls: type[Robot]) -> type[Robot]:
-        cls.kind = kind
-        _ROBOTS[kind] = cls
-        return cls
-
-    return deco
-
-
-def available_robots() -> list[str]:
-    return sorted(_ROBOTS)
-
-
-def robot_class(kind: str) -> type[Robot]:
-    if kind not in _ROBOTS:
-        close = difflib.get_close_matches(kind, list(_ROBOTS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownRobot(f"unknown robot '{kind}'; available: {', '.join(available_robots()) or 'none'}{hint}")
-    return _ROBOTS[kind]
+ROBOTS: Registry[Robot] = Registry("robot", UnknownRobot, attr="kind")
+register_robot = ROBOTS.register
+available_robots = ROBOTS.names
+robot_class = ROBOTS.get

@@ -25,7 +25,6 @@ clipped and counted in `clipped`.
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,6 +33,7 @@ import numpy as np
 
 from robot_stack.clock import NS
 from robot_stack.errors import RobotStackError
+from robot_stack.registry import Registry
 from robot_stack.robot import robot_class
 from sim import robots as _robots  # noqa: F401  (registers the simulated robots)
 from sim.camera import WRIST_LINKS, FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
@@ -358,28 +358,10 @@ def _random_light(rng: np.random.Generator) -> dict[str, Any]:
 
 
 # --- registry ---------------------------------------------------------------------------------
-_TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(name: str):
-    def deco(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        _TASKS[name] = cls
-        return cls
-
-    return deco
-
-
-def available_tasks() -> list[str]:
-    return sorted(_TASKS)
-
-
-def task_class(name: str) -> type[Task]:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, list(_TASKS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownTask(f"unknown task '{name}'; available: {', '.join(available_tasks()) or 'none'}{hint}")
-    return _TASKS[name]
+TASKS: Registry[Task] = Registry("task", UnknownTask)
+register_task = TASKS.register
+available_tasks = TASKS.names
+task_class = TASKS.get
 
 
 def make_task(name: str, **overrides: Any) -> Task:
