@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -238,9 +239,17 @@ def test_ddp_two_gloo_processes_match_one_process(pusht_store, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "policies", "train", "--policy", "test_mlp_bc", "--import", "test_train", "--dataset",
            str(pusht_store.root), "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rank 0/2" in proc.stderr and "rank 1/2" in proc.stderr
+    # own session: a timeout kills torchrun *and* its workers (they would wait in the rendezvous forever)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "rank 0/2" in stderr and "rank 1/2" in stderr
     last = tmp_path / "ddp" / "checkpoints" / "last"
     assert json.loads((last / "policy.json").read_text())["train"]["world_size"] == 2
     single = Trainer("test_mlp_bc", pusht_store, load_run_config(cfg), out=tmp_path / "one", quiet=True)
