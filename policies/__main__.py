@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     from policies.serve_cli import register_serve
 
     register_serve(subparsers)
+    from policies.eval_cli import register_eval
+
+    register_eval(subparsers)
 
 
 def resolve_config(name: str | None) -> Path | None:

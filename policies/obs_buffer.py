@@ -6,6 +6,15 @@ An observation map says, per policy feature, where it comes from:
     observation.images.fixed: {topic: /fixed/image_raw}             # type defaults to Image
     observation.wrench:       /wrench                               # shorthand: just the topic
 
+A JointState source may also select and order its columns with `names` (a list, or one
+comma-separated string): one entry per feature dimension, a JointState name, optionally wrapped as
+`sin:<name>` / `cos:<name>` (an angle the dataset stored as sine and cosine). Without `names` the
+feature's own dimension names select the columns. E.g. the sim's `task/observation` for a push_t
+policy trained on `agent_x, agent_y, block_x, block_y, block_sin, block_cos`:
+
+    observation.state: {topic: task/observation, names: [agent_pos.x, agent_pos.y, block_pose.x,
+                        block_pose.y, "sin:block_pose.yaw", "cos:block_pose.yaw"]}
+
 Missing entries get defaults from the feature (`default_source`). As node parameters the map is
 flattened to `observations.<feature>.<topic|type|field>` (a launch file's nested mapping flattens
 to exactly that; `obs_map_parameters` does it in code).
@@ -31,7 +40,9 @@ from robot_stack import convert
 from robot_stack.clock import Time
 
 PREFIX = "observations."
-ATTRS = ("topic", "type", "field")
+ATTRS = ("topic", "type", "field", "names")
+JOINT_STATE = "sensor_msgs/msg/JointState"
+TRANSFORMS = {"": None, "sin": np.sin, "cos": np.cos}
 IMAGE = "sensor_msgs/msg/Image"
 LOWDIM_HISTORY = 1024   # samples kept per low-dim stream (1 s at 1 kHz)
 IMAGE_HISTORY = 32      # frames kept per camera
@@ -47,6 +58,7 @@ class ObsSource:
     topic: str
     type: str
     field: str = ""
+    names: tuple[str, ...] = ()        # JointState column per dimension (`sin:`/`cos:` prefixes allowed)
 
 
 def default_source(spec: FeatureSpec) -> ObsSource:
@@ -84,10 +96,44 @@ def parse_obs_map(mapping: dict[str, Any], specs: dict[str, FeatureSpec], needed
             raise ObsMapError(f"observation map entry '{name}': unknown fields {bad}; use {', '.join(ATTRS)}")
         typ = entry.get("type", base.type)
         field = entry.get("field", base.field if typ == base.type else DEFAULT_FIELDS.get(typ, ""))
-        source = ObsSource(name, entry.get("topic", base.topic), typ, field)
+        names = parse_names(name, entry.get("names", ()), typ, specs[name])
+        source = ObsSource(name, entry.get("topic", base.topic), typ, field, names)
         if specs[name].kind == "image" and source.type != IMAGE:
             raise ObsMapError(f"'{name}' is an image feature; its topic must carry {IMAGE}, not {source.type}")
         out[name] = source
+    return out
+
+
+def parse_names(feature: str, names: Any, typ: str, spec: FeatureSpec) -> tuple[str, ...]:
+    """A `names` selection, checked: JointState only, one entry per dimension, known transforms."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        return ()
+    if typ != JOINT_STATE:
+        raise ObsMapError(f"observation map entry '{feature}': 'names' selects JointState columns; the type is {typ}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise ObsMapError(f"observation map entry '{feature}': 'names' must be non-empty strings, got {names!r}")
+    size = int(np.prod(spec.shape))
+    if len(names) != size:
+        raise ObsMapError(f"observation map entry '{feature}': {len(names)} names for {size} dimensions")
+    for n in names:
+        fn = n.rpartition(":")[0]
+        if fn not in TRANSFORMS:
+            raise ObsMapError(f"observation map entry '{feature}': unknown transform '{fn}:' in {n!r}; "
+                              f"use {', '.join(f'{t}:' for t in TRANSFORMS if t)} or a plain name")
+    return tuple(names)
+
+
+def select_columns(values: np.ndarray, names: list[str], selection: tuple[str, ...]) -> np.ndarray:
+    """`values` (one per JointState name) picked and transformed as `selection` says."""
+    index = {n: i for i, n in enumerate(names)}
+    out = np.empty(len(selection))
+    for i, entry in enumerate(selection):
+        fn, _, name = entry.rpartition(":")
+        if name not in index:
+            raise KeyError(f"JointState lacks '{name}'; it has {names}")
+        out[i] = values[index[name]] if not fn else TRANSFORMS[fn](values[index[name]])
     return out
 
 
@@ -101,9 +147,9 @@ def obs_map_parameters(mapping: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def obs_map_from_parameters(params: dict[str, Any]) -> dict[str, dict[str, str]]:
+def obs_map_from_parameters(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The inverse of `obs_map_parameters` (keys without the prefix are ignored)."""
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, value in params.items():
         if not key.startswith(PREFIX):
             continue
@@ -113,7 +159,8 @@ def obs_map_from_parameters(params: dict[str, Any]) -> dict[str, dict[str, str]]
             feature, attr = rest, "topic"
         if not feature:
             raise ObsMapError(f"parameter '{key}': expected {PREFIX}<feature>[.<{'|'.join(ATTRS)}>]")
-        if not isinstance(value, str) or not value:
+        names_list = attr == "names" and isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not names_list and (not isinstance(value, str) or not value):
             raise ObsMapError(f"parameter '{key}' must be a non-empty string, got {value!r}")
         out.setdefault(feature, {})[attr] = value
     return out
@@ -135,7 +182,10 @@ def _flatten(value: Any) -> list[float]:
 
 def lowdim_value(msg: Any, source: ObsSource, spec: FeatureSpec) -> np.ndarray:
     """The (D,) float vector of `source.field` in `msg` (JointState columns in the feature's joint order)."""
-    if source.type == "sensor_msgs/msg/JointState" and spec.names and len(msg.name):
+    if source.type == JOINT_STATE and source.names:
+        arrays = convert.joint_arrays(msg)
+        value = select_columns(getattr(arrays, source.field or "position"), arrays.names, source.names)
+    elif source.type == JOINT_STATE and spec.names and len(msg.name):
         value = getattr(convert.joint_arrays(msg, spec.names), source.field or "position")
     else:
         value = msg

@@ -86,6 +86,7 @@ class ServingNode(Node):
     """What the slow server and the fast decoder share: checkpoint, inputs, refusal, status, latency."""
 
     default_name = "policy_server"
+    inputs_class: type[ObservationInputs] = ObservationInputs     # subclasses may filter or reset inputs
 
     def __init__(self, node_name: str | None = None, **node_kwargs: Any):
         super().__init__(node_name or self.default_name, **node_kwargs)
@@ -141,7 +142,7 @@ class ServingNode(Node):
         sources = parse_obs_map(mapping, self.policy.features, features, self.config.obs)
         for name, src in sources.items():
             self.get_logger().info(f"{name} <- {src.topic} ({src.type}{' ' + src.field if src.field else ''})")
-        return ObservationInputs(self, sources, self.policy.features)
+        return self.inputs_class(self, sources, self.policy.features)
 
     # --- refusal and status ------------------------------------------------------------------
     def check(self, inputs: ObservationInputs) -> bool:

@@ -24,6 +24,16 @@ Pacing: `realtime: true` steps as many physics steps as wall time says are due o
 `fell_behind`); `realtime: false` steps `batch_steps` per callback as fast as possible, returning to
 the executor between batches so subscriptions (and other nodes) are serviced.
 
+Lockstep (`sync_period_s` > 0; fast mode with a task only): the sim does not step past a multiple
+of `sync_period_s` of sim time until an accepted `task/action_chunk` (its `observation_stamp`) or
+`teleop_target` (its header stamp) answers the newest `task/observation` published at or before that
+boundary. While it waits the step callback returns at once (the step timer polls every
+`HOLD_POLL_S` of wall time), so the executor keeps servicing subscriptions. After
+`sync_timeout_s` of wall time without an answer it goes on and counts one `sync_timeouts`. A slow
+policy then sees the same observations, at the same sim times, as a fast one. A RESET in lockstep
+waits for the next task tick, so the observation published at that tick (`reset_ns` in
+`task/status`) is the new episode's first, on the same sim-time grid as every other.
+
 Sensors, stamped with the sim time of the step they were taken at: `<camera>/image_raw` +
 `<camera>/camera_info` per entry of `cameras` ("fixed", "wrist") at `camera_hz`, `wrench`
 (geometry_msgs/WrenchStamped) at `ft_hz`, and with `tactile: true` one
@@ -36,8 +46,8 @@ robot is still driven only through the robot node's topics. `episode_events`
 (robot_stack_msgs/EpisodeEvent) RESET starts a new episode (seed = `episode_id` when it is a
 number, else the next seed) and clears the robot node's trajectory; `sim.task_io` adds the task's
 observation, action and teleop-target topics (task actions run through the robot node); `task/status`
-(DiagnosticStatus: seed, progress, success, elapsed_steps, perturbed_at) goes out at
-`task_status_hz`, on every reset and whenever success changes.
+(DiagnosticStatus: seed, progress, success, elapsed_steps, elapsed_s, perturbed_at, reset_ns,
+sync_timeouts) goes out at `task_status_hz`, on every reset and whenever success changes.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ from robot_stack.robot.node import RobotNode
 from sim import robots as _robots  # noqa: F401  (registers sim_panda / sim_iiwa)
 from sim.camera import WRIST_LINKS, FixedCamera, FixedCameraConfig, SimCamera, WristCamera, WristCameraConfig
 from sim.ft import WristFT
+from sim.lockstep import Lockstep
 from sim.tactile import pads_for
 from sim.task_io import TaskIO
 from sim.tasks import Task, make_task, task_class
@@ -68,6 +79,8 @@ DIAGNOSTIC_STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
 EPISODE_EVENT = "robot_stack_msgs/msg/EpisodeEvent"
 EPISODE_RESET = 5
 CAMERAS = ("fixed", "wrist")
+FAST_POLL_S = 1e-6          # fast mode: step batches back to back
+HOLD_POLL_S = 5e-4          # lockstep: how often a waiting sim looks for the answer (wall time)
 
 
 class _SimulatorIsTheSource:
@@ -110,6 +123,7 @@ class SimNode(Node):
         self.control_hz = p("control_hz", float(min(500, self.physics_hz)), positive=True)
         state_hz = p("state_hz", self.control_hz, positive=True)
         self.realtime = p("realtime", True)
+        sync_period_s = self._lockstep_period(p("sync_period_s", 0.0), task_cls is not None)
         # with a task, one batch = one task control period: in fast mode the executor then services the
         # subscriptions (an operator's or policy's reply) between two task ticks, never after several
         per_tick = round(self.physics_hz / task_cls.config_class.control_hz) if task_cls else 50
@@ -169,11 +183,14 @@ class SimNode(Node):
         self._tasks += [_Task(t.period * NS, self._robot_callback(t.callback), t) for t in self.robot_node.timers]
         if self.task is not None:
             self._start_task(p("seed", 0), p("task_status_hz", 2.0, positive=True))
+        sync_timeout_s = p("sync_timeout_s", 5.0, positive=True)
+        if sync_period_s:
+            self.lockstep = Lockstep(sync_period_s, sync_timeout_s, self.world.time_ns, self.get_logger())
         self.fell_behind = 0
         self._wall0: float | None = None
         self._steps0 = 0
         # Wall clock for the stepping timer only: on the (sim-time) process clock it would wait forever.
-        period = 1.0 / self.control_hz if self.realtime else 1e-6
+        period = 1.0 / self.control_hz if self.realtime else FAST_POLL_S
         self.step_timer = self.create_timer(period, self._step, name="step")
         self.step_timer.clock = Clock()
         self._publish_clock()
@@ -217,6 +234,7 @@ class SimNode(Node):
         self.create_subscription(EPISODE_EVENT, "episode_events", self._on_episode_event, 10)
         self._tasks.append(_Task(NS / status_hz, self.publish_task_status))
         self.task_io = TaskIO(self, self.task, self.robot_node.joint_names)
+        self._pending_seed: int | None = None
         self._tasks.append(_Task(self.task_io.period_ns, self._task_tick))
         self._succeeded = False
         self.reset_task(seed)
@@ -226,6 +244,7 @@ class SimNode(Node):
         self.task.command_sink = None          # the reset places the robot directly
         self.task.reset(seed)
         self.task.command_sink = self.task_io.send
+        self._reset_ns = self.world.time_ns
         self.task_io.clear()
         self.robot_node.reset_fault()
         self.get_logger().info(f"task {self.task.name}: reset, seed {seed}")
@@ -233,6 +252,9 @@ class SimNode(Node):
 
     def _task_tick(self) -> None:
         self._drain(self)          # the newest operator/policy input counts at this tick, not the next
+        if self._pending_seed is not None:
+            seed, self._pending_seed = self._pending_seed, None
+            self.reset_task(seed)
         self.task_io.tick()
         if self.task.success() != self._succeeded:        # every success transition goes out at once
             self._succeeded = not self._succeeded
@@ -242,13 +264,18 @@ class SimNode(Node):
         if msg.event != EPISODE_RESET:
             return
         seed = int(msg.episode_id) if msg.episode_id.strip().isdigit() else self.task.seed + 1
-        self.reset_task(seed)
+        if self.lockstep is not None:      # at the next task tick, whose observation is the episode's first
+            self._pending_seed = seed
+        else:
+            self.reset_task(seed)
 
     def publish_task_status(self) -> None:
         t = self.task
         success = t.success()
         values = {"task": t.name, "seed": t.seed, "progress": f"{t.progress():.4f}", "success": success,
-                  "elapsed_steps": t.elapsed_steps, "perturbed_at": t.perturbed_at}
+                  "elapsed_steps": t.elapsed_steps, "elapsed_s": (self.world.time_ns - self._reset_ns) / NS,
+                  "perturbed_at": t.perturbed_at, "reset_ns": self._reset_ns,
+                  "sync_timeouts": self.sync_timeouts}
         self.task_status_pub.publish(messages.make(
             DIAGNOSTIC_STATUS, level=0, name=f"{self.get_name()}/task",
             message="success" if success else "running", hardware_id=t.name,
@@ -260,6 +287,26 @@ class SimNode(Node):
             raise ParameterError(f"node '{self.get_name()}': parameter '{name}' must be > 0, got {value!r}")
         return value
 
+    # --- lockstep ----------------------------------------------------------------------------
+    def _lockstep_period(self, period_s: Any, has_task: bool) -> float:
+        """The checked `sync_period_s` (0: lockstep off)."""
+        self.lockstep: Lockstep | None = None
+        name = self.get_name()
+        if isinstance(period_s, bool) or not isinstance(period_s, (int, float)) or period_s < 0:
+            raise ParameterError(f"node '{name}': parameter 'sync_period_s' must be a number >= 0, got {period_s!r}")
+        if period_s > 0 and (not has_task or self.realtime):
+            raise ParameterError(f"node '{name}': parameter 'sync_period_s' (lockstep) needs a task and "
+                                 "realtime: false")
+        return float(period_s)
+
+    @property
+    def sync_timeouts(self) -> int:
+        return self.lockstep.timeouts if self.lockstep is not None else 0
+
+    @property
+    def sync_waits(self) -> int:
+        return self.lockstep.waits if self.lockstep is not None else 0
+
     # --- stepping ----------------------------------------------------------------------------
     @property
     def sim_time(self) -> Time:
@@ -269,7 +316,12 @@ class SimNode(Node):
         """Stepping timer callback: advance the physics by the steps that are due now."""
         self._drain(self)          # inputs that arrived since the last batch act before it, not after
         if not self.realtime:
-            self.advance(self.batch_steps)
+            limit = None
+            if self.lockstep is not None:
+                limit = self.lockstep.limit(self.world.time_ns, self.task_io.answered_ns, self.task_io.last_obs_ns)
+                self.step_timer.period = HOLD_POLL_S if self.lockstep.holding else FAST_POLL_S
+            if limit is None or limit > self.world.time_ns:
+                self.advance(self.batch_steps, until_ns=limit)
             return
         now = time.perf_counter()
         if self._wall0 is None:
@@ -283,14 +335,17 @@ class SimNode(Node):
             due = self.batch_steps
         self.advance(due)
 
-    def advance(self, steps: int) -> None:
-        """Step the physics `steps` times; after each step set the clock and run what is due."""
+    def advance(self, steps: int, until_ns: int | None = None) -> None:
+        """Step the physics `steps` times (stopping once sim time reaches `until_ns`); after each step
+        set the clock and run what is due."""
         clock, tasks = self.context.clock, self._tasks
         for _ in range(steps):
             now_ns = self.world.step(1)
             clock.set_sim_time(Time(now_ns))
             for task in tasks:
                 task.run_if_due(now_ns)
+            if until_ns is not None and now_ns >= until_ns:
+                return
 
     def _robot_callback(self, callback: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:

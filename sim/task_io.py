@@ -13,7 +13,10 @@ With a task, a `SimNode` also
   node as a `joint_commands` target due now, so clamping and the watchdog apply exactly as for a
   real robot;
 - publishes the applied action on `task/action` (JointState named like the action spec), which
-  is what a recorder stores as the demonstration's action.
+  is what a recorder stores as the demonstration's action;
+- remembers the stamp of the last observation it published (`last_obs_ns`) and the newest
+  observation an accepted input answered (`answered_ns`: a chunk's `observation_stamp`, else its
+  header stamp; a teleop target's header stamp), for the sim node's lockstep mode.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class TaskIO:
         self._target: np.ndarray | None = None
         self.stale_steps = self.rejected = self.applied = 0
         self._last_k: int | None = None
+        self.last_obs_ns = self.answered_ns = -1
         self.obs_pub = node.create_publisher(JOINT_STATE, "task/observation", 10)
         self.action_pub = node.create_publisher(JOINT_STATE, "task/action", 10)
         self.command_pub = node.create_publisher(JOINT_STATE, "joint_commands", 10)   # the robot node's input
@@ -76,6 +80,7 @@ class TaskIO:
         dt_ns = msg.dt.sec * NS + msg.dt.nanosec
         t0 = Time.from_msg(msg.header.stamp).nanoseconds or self.task.world.time_ns
         self._chunk, self._last_k = (t0, max(1, dt_ns), rows), None
+        self.answered_ns = max(self.answered_ns, Time.from_msg(msg.observation_stamp).nanoseconds or t0)
         self._apply(self.task.world.time_ns)      # act on it now, not at the next tick
 
     def _on_teleop(self, msg: Any) -> None:
@@ -92,6 +97,7 @@ class TaskIO:
             self._reject("teleop_target: NaN/inf target")
             return
         self._chunk, self._target = None, target
+        self.answered_ns = max(self.answered_ns, Time.from_msg(msg.header.stamp).nanoseconds)
         self._apply(self.task.world.time_ns)
 
     def _reject(self, why: str) -> None:
@@ -117,6 +123,7 @@ class TaskIO:
         obs = self.task.observe_lowdim()
         values = np.concatenate([np.ravel(v) for v in obs.values()])
         self.obs_pub.publish(convert.joint_state(self.obs_names, values, stamp=Time(now)))
+        self.last_obs_ns = now
 
     def _apply(self, now: int) -> None:
         action = self._due_action(now)

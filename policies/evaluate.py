@@ -1,0 +1,384 @@
+"""Seeded sim evaluation of a policy checkpoint (`robot-stack eval`, DESIGN.md "Policies").
+
+Launch layout, one per worker, each on its own DDS domain (loopback discovery, `domain_base + k`),
+so workers never see each other's topics (not even `/clock`):
+
+    process sim:    sim.node:SimNode            task, realtime: false, lockstep sync_period_s = 1/slow_hz
+    process policy: policies.eval_server:LockstepPolicyServer   use_sim_time, chunks on task/action_chunk
+
+The processes are started with the launch `Supervisor` (class paths only: `policies` never imports
+`sim`). The driver, `EvalDriver`, one node per worker in this process (own context on the worker's
+domain), waits until the server acts, then per episode sends `episode_events` RESET with
+`episode_id` = seed, follows `task/status` until success or `max_steps` task steps, keeps the
+progress curve and encodes `fixed/image_raw` frames to `videos/ep_<seed>.mp4`.
+
+Observation map: per checkpoint feature, images come from `<camera>/image_raw` (the sim renders
+the cameras the policy needs, at the feature's size) and low-dim state from `task/observation`,
+whose names are `<key>.<dim>` (e.g. `agent_pos.x`). Datasets name state dims their own way
+(the push_t demos: agent_x, ..., block_sin, block_cos), so `STATE_ALIASES` maps a feature's dim
+names to the sim's, with `sin:`/`cos:` for angles stored as sine and cosine
+(`policies.obs_buffer` "names"); `--obs-map` overrides entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.base import PolicyError, read_checkpoint_meta
+from robot_stack import convert, messages
+from robot_stack.clock import Time
+from robot_stack.node import Node
+
+SIM_CLASS = "sim.node:SimNode"
+SERVER_CLASS = "policies.eval_server:LockstepPolicyServer"
+STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
+EPISODE_EVENT = "robot_stack_msgs/msg/EpisodeEvent"
+EPISODE_RESET = 5
+VIDEO_CAMERA = "fixed"
+MAX_DOMAIN_ID = 232
+INITIAL_SEED = 2**31 - 1           # the sim's start-up episode: never one of the evaluated seeds
+RESEND_RESET_S = 2.0
+STATE_ALIASES = {
+    "push_t": {"agent_x": "agent_pos.x", "agent_y": "agent_pos.y", "block_x": "block_pose.x",
+               "block_y": "block_pose.y", "block_yaw": "block_pose.yaw", "block_sin": "sin:block_pose.yaw",
+               "block_cos": "cos:block_pose.yaw"},
+}
+
+
+class EvalError(PolicyError):
+    pass
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: Path
+    task: str = "push_t"
+    episodes: int = 10
+    workers: int = 1
+    seed0: int = 0
+    perturb: bool = False
+    randomize: bool = False
+    out: Path = Path("eval")
+    max_steps: int = 300
+    video: bool = True
+    device: str = "cpu"
+    policy_modules: tuple[str, ...] = ()
+    obs_map: dict[str, Any] = field(default_factory=dict)
+    domain_base: int | None = None        # None: derived from the process id
+    sync_timeout_s: float = 5.0
+    startup_timeout_s: float = 120.0
+    episode_timeout_s: float = 600.0
+
+    def __post_init__(self):
+        for name in ("episodes", "workers", "max_steps"):
+            if getattr(self, name) < 1:
+                raise EvalError(f"eval: {name} must be >= 1, got {getattr(self, name)}")
+        if self.seed0 < 0:
+            raise EvalError(f"eval: seed0 must be >= 0, got {self.seed0}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed0, self.seed0 + self.episodes))
+
+    def domains(self) -> list[int]:
+        span = MAX_DOMAIN_ID - self.workers
+        base = self.domain_base if self.domain_base is not None else 101 + os.getpid() % (span - 100)
+        if not 0 <= base <= span:
+            raise EvalError(f"eval: domain_base must be in 0..{span} for {self.workers} workers, got {base}")
+        return [base + k for k in range(self.workers)]
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    worker: int
+    success: bool = False
+    steps: int = 0                         # task steps run (to success, or the limit)
+    time_to_success_s: float | None = None  # sim time
+    final_progress: float = 0.0
+    curve: list[tuple[int, float]] = field(default_factory=list)   # (elapsed_steps, progress)
+    wall_s: float = 0.0
+    video: str = ""
+    frames: int = 0
+    sync_timeouts: int = 0                 # lockstep waits the sim gave up on during the episode
+    error: str = ""
+
+
+# --- launch ------------------------------------------------------------------------------------
+def default_obs_map(meta: dict[str, Any], task: str) -> dict[str, Any]:
+    """Checkpoint features -> sim topics (see the module docstring)."""
+    aliases = STATE_ALIASES.get(task, {})
+    out: dict[str, Any] = {}
+    for name in meta["config"]["obs"]:
+        spec = meta["features"][name]
+        if spec["kind"] == "image":
+            out[name] = {"topic": f"{name.rsplit('.', 1)[-1]}/image_raw"}
+        else:
+            entry: dict[str, Any] = {"topic": "task/observation", "type": "sensor_msgs/msg/JointState",
+                                     "field": "position"}
+            if spec["names"]:
+                entry["names"] = [aliases.get(n, n) for n in spec["names"]]
+            out[name] = entry
+    return out
+
+
+def sim_cameras(meta: dict[str, Any], video: bool) -> tuple[list[str], tuple[int, int]]:
+    """Cameras the sim renders (the policy's, plus the video camera) and their (width, height)."""
+    images = [meta["features"][n] for n in meta["config"]["obs"] if meta["features"][n]["kind"] == "image"]
+    cams = [n["name"].rsplit(".", 1)[-1] for n in images]
+    sizes = {tuple(n["shape"][1:]) for n in images}
+    if len(sizes) > 1:
+        raise EvalError(f"eval: the policy's cameras have different sizes {sorted(sizes)}; the sim renders one")
+    height, width = sizes.pop() if sizes else (96, 128)
+    if video and VIDEO_CAMERA not in cams:
+        cams.append(VIDEO_CAMERA)
+    return cams, (int(width), int(height))
+
+
+def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[str, Any]:
+    """The launch data (`robot_stack.launch.parse_launch` input) of one worker."""
+    slow_hz = float(meta["config"]["slow_hz"])
+    cams, (width, height) = sim_cameras(meta, cfg.video)
+    obs_map = {**default_obs_map(meta, cfg.task), **cfg.obs_map}
+    sim = {"task": cfg.task, "realtime": False, "sync_period_s": 1.0 / slow_hz, "sync_timeout_s": cfg.sync_timeout_s,
+           "seed": INITIAL_SEED - worker, "perturb": cfg.perturb, "randomize": cfg.randomize, "cameras": cams,
+           "camera_width": width, "camera_height": height, "camera_hz": slow_hz, "task_status_hz": slow_hz,
+           "stop_periods": 5000}
+    server = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "device": cfg.device, "use_sim_time": True,
+              "observations": obs_map, "max_obs_age_s": 2.0, "status_rate_hz": 2.0,
+              **({"policy_modules": list(cfg.policy_modules)} if cfg.policy_modules else {})}
+    return {"transport": "dds", "processes": {
+        "sim": {"nodes": [{"name": "sim", "class": SIM_CLASS, "parameters": sim}]},
+        "policy": {"nodes": [{"name": "policy_server", "class": SERVER_CLASS, "parameters": server,
+                              "remap": {"action_chunk": "task/action_chunk"}}]}}}
+
+
+@contextlib.contextmanager
+def _domain_env(domain: int) -> Iterator[None]:
+    """ROS_DOMAIN_ID for the children spawned inside (the Supervisor copies os.environ at spawn)."""
+    old = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = old
+
+
+# --- the driver ----------------------------------------------------------------------------------
+def status_values(msg: Any) -> dict[str, str]:
+    return {kv.key: kv.value for kv in msg.values}
+
+
+class EvalDriver(Node):
+    """Runs episodes on one worker's sim: RESET, follow `task/status`, record frames and the result."""
+
+    def __init__(self, worker: int, *, max_steps: int, control_hz: float, video_dir: Path | None, **kwargs: Any):
+        super().__init__(f"eval_driver_{worker}", publish_stats=False, **kwargs)
+        self.worker, self.max_steps, self.control_hz, self.video_dir = worker, max_steps, control_hz, video_dir
+        self.server_state = "starting"
+        self.ready = False                   # the server has acted once (it is up and has observations)
+        self.episode: EpisodeResult | None = None
+        self.started = False
+        self._reset_sent = self._t0 = 0.0
+        self._start_ns = self._sync0 = 0     # sim time of the episode's start, sim sync_timeouts then
+        self._encoder: Any = None
+        self.reset_pub = self.create_publisher(EPISODE_EVENT, "episode_events", 10)
+        self.create_subscription(STATUS, "task/status", self._on_status, 100)
+        self.create_subscription(STATUS, "/policy_server/status", self._on_server_status, 10)
+        if video_dir is not None:
+            self.create_subscription("sensor_msgs/msg/Image", f"{VIDEO_CAMERA}/image_raw", self._on_frame,
+                                     "sensor_data")
+
+    @property
+    def busy(self) -> bool:
+        return self.episode is not None
+
+    def _on_server_status(self, msg: Any) -> None:
+        self.server_state = msg.message
+        self.ready = self.ready or msg.message == "acting"
+
+    def start(self, seed: int) -> None:
+        self.episode, self.started = EpisodeResult(seed, self.worker), False
+        self._t0 = time.perf_counter()
+        self._send_reset()
+
+    def _send_reset(self) -> None:
+        self._reset_sent = time.perf_counter()
+        self.reset_pub.publish(messages.make(EPISODE_EVENT, header=convert.header(self.get_clock().now()),
+                                             event=EPISODE_RESET, source="eval", episode_id=str(self.episode.seed)))
+
+    def poll(self, episode_timeout_s: float) -> EpisodeResult | None:
+        """Resend a lost RESET, enforce the wall-time limit; the finished result, once."""
+        ep = self.episode
+        if ep is None:
+            return None
+        now = time.perf_counter()
+        if not self.started and now - self._reset_sent > RESEND_RESET_S:
+            self._send_reset()
+        if not ep.error and now - self._t0 > episode_timeout_s:
+            ep.error = f"no result within {episode_timeout_s:g} s of wall time"
+            self._finish()
+        if ep.error or ep.success or ep.steps >= self.max_steps:
+            self.episode = None
+            return ep
+        return None
+
+    def _on_status(self, msg: Any) -> None:
+        ep = self.episode
+        values = status_values(msg)
+        if ep is None or values.get("seed") != str(ep.seed) or ep.error:
+            return
+        if not self.started:
+            self.started, self._start_ns = True, int(values.get("reset_ns", 0))
+            self._sync0 = int(values.get("sync_timeouts", 0))
+            self._open_video(ep)
+        if ep.success or ep.steps >= self.max_steps:
+            return                                      # finished; waiting for poll() to hand it over
+        steps, progress = int(values["elapsed_steps"]), float(values["progress"])
+        ep.curve.append((steps, progress))
+        ep.steps, ep.final_progress = steps, progress
+        ep.sync_timeouts = int(values.get("sync_timeouts", 0)) - self._sync0
+        if values["success"] == "True":
+            ep.success, ep.time_to_success_s = True, float(values.get("elapsed_s", "nan"))
+        if ep.success or steps >= self.max_steps:
+            self._finish()
+
+    def _open_video(self, ep: EpisodeResult) -> None:
+        if self.video_dir is None:
+            return
+        from data.video import VideoEncoder
+
+        path = self.video_dir / f"ep_{ep.seed}.mp4"
+        self._encoder, ep.video = VideoEncoder(path, codec="libx264", fps=self.control_hz), str(path)
+
+    def _on_frame(self, msg: Any) -> None:
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds
+        if self._encoder is None or self.episode is None or stamp < self._start_ns:     # the previous episode's
+            return
+        self._encoder.put(np.ascontiguousarray(convert.image_array(msg)[:, :, :3]), stamp)
+        self.episode.frames += 1
+
+    def _finish(self) -> None:
+        ep = self.episode
+        ep.wall_s = time.perf_counter() - self._t0
+        if self._encoder is not None:
+            encoder, self._encoder = self._encoder, None
+            try:
+                encoder.close()
+            except Exception as exc:  # noqa: BLE001 - a broken video must not lose the episode's result
+                ep.video, ep.error = "", ep.error or f"video: {exc}"
+            if not ep.frames:
+                ep.video = ""
+
+
+# --- running -----------------------------------------------------------------------------------
+Progress = Callable[[str, Any], None]    # ("worker", (k, text)) | ("episode", EpisodeResult)
+
+
+class Evaluation:
+    """Launches, drivers and the episode loop; `run()` -> results sorted by seed."""
+
+    def __init__(self, cfg: EvalConfig, *, console: Any = None, log_level: str = "WARNING",
+                 progress: Progress | None = None):
+        self.cfg, self.console, self.log_level = cfg, console, log_level
+        self.progress = progress or (lambda *_: None)
+        self.meta = read_checkpoint_meta(cfg.checkpoint)
+        self.control_hz = float(self.meta["config"]["slow_hz"])
+        self.supervisors: list[Any] = []
+        self.drivers: list[EvalDriver] = []
+        self.contexts: list[Any] = []
+
+    def start(self) -> None:
+        from robot_stack.context import Context
+        from robot_stack.launch.config import parse_launch
+        from robot_stack.launch.supervisor import Supervisor
+
+        video_dir = self.cfg.out / "videos" if self.cfg.video else None
+        if video_dir is not None:
+            video_dir.mkdir(parents=True, exist_ok=True)
+        for k, domain in enumerate(self.cfg.domains()[:self.cfg.episodes]):     # no idle workers
+            config = parse_launch(worker_launch(self.cfg, self.meta, k), f"robot-stack eval (worker {k})")
+            sup = Supervisor(config, log_level=self.log_level, console=self.console, stop_timeout=10.0)
+            with _domain_env(domain):
+                self.supervisors.append(sup)
+                sup.start()
+            ctx = Context("dds", domain_id=domain)
+            self.contexts.append(ctx)
+            self.drivers.append(EvalDriver(k, max_steps=self.cfg.max_steps, control_hz=self.control_hz,
+                                           video_dir=video_dir, context=ctx))
+            self.progress("worker", (k, f"domain {domain}: starting sim + policy"))
+
+    def run(self) -> list[EpisodeResult]:
+        from robot_stack.executor import Executor
+
+        executor = Executor()
+        for d in self.drivers:
+            executor.add_node(d)
+        todo, results = list(self.cfg.seeds), []
+        t0 = time.perf_counter()
+        while len(results) < self.cfg.episodes:
+            executor.spin_once(0.02)
+            self._check_children()
+            for d in self.drivers:
+                if not d.ready:
+                    if time.perf_counter() - t0 > self.cfg.startup_timeout_s:
+                        raise EvalError(f"eval: worker {d.worker}'s policy server is not acting after "
+                                        f"{self.cfg.startup_timeout_s:g} s (state: {d.server_state!r})")
+                    continue
+                done = d.poll(self.cfg.episode_timeout_s)
+                if done is not None:
+                    results.append(done)
+                    self.progress("episode", done)
+                if not d.busy and todo:
+                    d.start(todo.pop(0))
+                    self.progress("worker", (d.worker, f"seed {d.episode.seed}"))
+                elif d.busy and d.episode.curve:
+                    ep = d.episode
+                    self.progress("worker", (d.worker, f"seed {ep.seed}: step {ep.steps}, "
+                                                       f"progress {ep.final_progress:.2f}"))
+        return sorted(results, key=lambda r: r.seed)
+
+    def _check_children(self) -> None:
+        for k, sup in enumerate(self.supervisors):
+            dead = sup.exited()
+            if dead:
+                from robot_stack.launch.supervisor import describe_exit
+
+                what = "; ".join(f"'{c.name}' {describe_exit(c.popen.returncode)}" for c in dead)
+                raise EvalError(f"eval: worker {k}: process {what}; see its output above")
+
+    def close(self) -> dict[str, int | None]:
+        """Stop every launch (SIGINT, then SIGTERM, SIGKILL) and the drivers; the children's exit codes."""
+        codes: dict[str, int | None] = {}
+        for k, sup in enumerate(self.supervisors):
+            codes.update({f"{k}.{name}": code for name, code in sup.stop().items()})
+        for d in self.drivers:
+            d.destroy_node()
+        for ctx in self.contexts:
+            ctx.shutdown()
+        self.supervisors, self.drivers, self.contexts = [], [], []
+        return codes
+
+    def pids(self) -> list[int]:
+        return [c.popen.pid for sup in self.supervisors for c in sup.children]
+
+
+def evaluate(cfg: EvalConfig, **kwargs: Any) -> list[EpisodeResult]:
+    """Run the evaluation and stop every process it started, also on errors and Ctrl-C."""
+    ev = Evaluation(cfg, **kwargs)
+    try:
+        ev.start()
+        return ev.run()
+    finally:
+        ev.close()
