@@ -170,16 +170,20 @@ def load_policy(path: str | Path, *, expect: str | None = None, device: str | to
     features = {n: FeatureSpec(**{**f, "shape": tuple(f["shape"]), "names": tuple(f["names"])})
                 for n, f in meta["features"].items()}
     policy = cls(config, features, Normalizer.from_dict(meta["normalizer"]))
-    state = load_file(str(Path(path) / "model.safetensors"))
-    own = policy.state_dict()
+    load_state_strict(policy, load_file(str(Path(path) / "model.safetensors")),
+                      f"{path}: checkpoint does not fit a '{cls.name}' built from its config")
+    return policy.to(device).eval()
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """`module.load_state_dict(state)` after checking every name and shape; `CheckpointError` says what differs."""
+    own = module.state_dict()
     wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and own[k].shape != v.shape]
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if wrong or missing or extra:
-        raise CheckpointError(f"{path}: checkpoint does not fit a '{cls.name}' built from its config: "
-                              f"shape mismatches {wrong[:5]}, missing {missing[:5]}, unexpected {extra[:5]}")
-    policy.load_state_dict(state)
-    return policy.to(device).eval()
+        raise CheckpointError(f"{what}: shape mismatches {wrong[:5]}, missing {missing[:5]}, unexpected {extra[:5]}")
+    module.load_state_dict(state)
 
 
 def _config_from_dict(cls: type[PolicyConfig], values: dict[str, Any]) -> PolicyConfig:

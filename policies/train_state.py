@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from data.loader import EpisodeBlockSampler, WindowDataset
-from policies.base import CheckpointError, Policy, PolicyError, read_checkpoint_meta
+from policies.base import CheckpointError, Policy, PolicyError, load_state_strict, read_checkpoint_meta
 from policies.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -163,9 +163,10 @@ def load_train_state(t: Trainer, path: Path) -> None:
         raise CheckpointError(f"{path}: policy.json (step {ckpt['train'].get('step')}) and train_state.json "
                               f"(step {meta['step']}) disagree: the checkpoint was cut while being written")
     tensors = load_file(str(path / "train_state.safetensors"))
-    _load_strict(t.policy, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    load_state_strict(t.policy, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+                      f"{path}: weights do not fit")
     if t.ema is not None:
-        _load_strict(t.ema.model, load_file(str(path / "model.safetensors")), path)
+        load_state_strict(t.ema.model, load_file(str(path / "model.safetensors")), f"{path}: weights do not fit")
         t.ema.step = int(meta["ema_step"] or 0)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -212,18 +213,7 @@ def load_weights(policy: Policy, path: str | Path) -> None:
     meta = read_checkpoint_meta(path)
     if meta["policy"] != policy.name:
         raise CheckpointError(f"init_from {path} holds a '{meta['policy']}' policy, not '{policy.name}'")
-    _load_strict(policy, load_file(str(path / "model.safetensors")), path)
-
-
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    own = module.state_dict()
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and own[k].shape != v.shape]
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if wrong or missing or extra:
-        raise CheckpointError(f"{path}: weights do not fit: shape mismatches {wrong[:5]}, missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}")
-    module.load_state_dict(state)
+    load_state_strict(policy, load_file(str(path / "model.safetensors")), f"{path}: weights do not fit")
 
 
 # --- run log --------------------------------------------------------------------------------------------
