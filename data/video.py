@@ -139,31 +139,7 @@ class VideoEncoder:
         vf.pts, vf.time_base = pts, TIME_BASE
         for packet in stream.encode(vf):
             container.mux(packet)
-        if self.encoded == 0:            # the codec (and SVT-AV1's threads) opened on this first frame
-            normal_scheduling()
         self.encoded += 1
-
-
-def normal_scheduling() -> int:
-    """Put every thread of this process that runs under a real-time policy back to SCHED_OTHER.
-
-    Run as root, SVT-AV1 moves the thread that opens an encoder, and the worker threads it starts, to
-    SCHED_FIFO priority 99. A busy encoder (or a busy loop in any process forked from that thread) then
-    starves everything else on its core: control loops, watchdogs, DDS receive threads. Called once an
-    encoder is open; returns how many threads were demoted (0 without permission or on non-Linux)."""
-    demoted = 0
-    if not hasattr(os, "sched_setscheduler"):
-        return 0
-    normal = (os.SCHED_OTHER, getattr(os, "SCHED_BATCH", -1), getattr(os, "SCHED_IDLE", -1))
-    for task in Path("/proc/self/task").iterdir() if Path("/proc/self/task").is_dir() else []:
-        try:
-            tid = int(task.name)
-            if os.sched_getscheduler(tid) not in normal:
-                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                demoted += 1
-        except (OSError, ValueError):     # the thread ended meanwhile, or no permission
-            continue
-    return demoted
 
 
 def decode_frames(path: Path, *, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.store import StoreError, write_parquet
-from data.video import normal_scheduling
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 MB = 1024 * 1024
@@ -152,8 +151,6 @@ def encode_episode(path: Path, frames: Iterable[np.ndarray], n: int, fps: int, c
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = count, Fraction(1, fps)
             container.mux(stream.encode(frame))
-            if count == 0:
-                normal_scheduling()          # SVT-AV1 made this thread SCHED_FIFO 99 (see data.video)
             count += 1
         container.mux(stream.encode(None))
     if count != n or shape is None:
