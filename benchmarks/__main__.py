@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies")
+SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies",
+          "benchmarks.servo", "benchmarks.sensors")
 
 
 def main(argv: list[str]) -> int:
