@@ -23,10 +23,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/robot-stack demo
 
+# The AR page tests drive a real headless Chromium (Debian package); as root, install it when missing.
+CHROMIUM_SETUP = if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
+	export DEBIAN_FRONTEND=noninteractive; apt-get update -qq </dev/null && apt-get install -y -qq chromium </dev/null \
+	|| echo "chromium could not be installed: the AR page browser tests will skip"; fi
+
 test: $(STAMP)
+	@$(CHROMIUM_SETUP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
+	@$(CHROMIUM_SETUP)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies",
-          "benchmarks.servo", "benchmarks.sensors")
+          "benchmarks.servo", "benchmarks.sensors", "benchmarks.ar_page")
 
 
 def main(argv: list[str]) -> int:

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     from policies.eval_cli import register_eval
 
     register_eval(subparsers)
+    from policies.demo_cli import register_demo
+
+    register_demo(subparsers)
 
 
 def resolve_config(name: str | None) -> Path | None:

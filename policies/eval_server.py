@@ -54,7 +54,7 @@ class LockstepPolicyServer(PolicyServerNode):
 
     def __init__(self, node_name: str | None = None, **node_kwargs: Any):
         super().__init__(node_name, **node_kwargs)
-        poll_s = self._positive("poll_s", 0.001)
+        poll_s = self._positive("poll_s", 0.004)     # wall seconds between looks (a 1 ms poll costs a core)
         self.period_ns = max(1, int(round(NS / self.slow_hz)))
         self.episode_start_ns: int | None = None
         self.create_subscription(STATUS, "task/status", self._on_task_status, 10)

@@ -40,7 +40,9 @@ from policies.train_config import LoaderConfig, RunConfig, policy_config
 from policies.train_state import (
     EMA,
     EpochSampler,
+    PreloadedWindows,
     RunLog,
+    batch_as_is,
     init_distributed,
     load_train_state,
     load_weights,
@@ -232,14 +234,19 @@ class Trainer:
         self.local_batch = cfg.batch_size // d.world
         common = {"num_workers": cfg.num_workers, "pin_memory": d.device.type == "cuda",
                   "persistent_workers": cfg.num_workers > 0}
-        self.sampler = EpochSampler(self.train_ds, d.world, d.rank, cfg.seed, self.run.loader.episodes_per_block)
-        self.loader = DataLoader(self.train_ds, batch_size=self.local_batch, sampler=self.sampler, **common)
+        train_ds, val_ds = self.train_ds, self.val_ds
+        if self.run.loader.preload:       # whole batches by tensor indexing on the device, no workers
+            train_ds = PreloadedWindows(train_ds, d.device)
+            val_ds = PreloadedWindows(val_ds, d.device) if val_ds is not None else None
+            common = {"num_workers": 0, "collate_fn": batch_as_is}
+        self.sampler = EpochSampler(train_ds, d.world, d.rank, cfg.seed, self.run.loader.episodes_per_block)
+        self.loader = DataLoader(train_ds, batch_size=self.local_batch, sampler=self.sampler, **common)
         self.batches_per_epoch = len(self.loader)
         self.total_steps = cfg.steps or cfg.epochs * self.batches_per_epoch
         self.val_loader = None
-        if self.val_ds is not None:
-            sampler = DistributedSampler(self.val_ds, d.world, d.rank, shuffle=False) if d.world > 1 else None
-            self.val_loader = DataLoader(self.val_ds, batch_size=self.local_batch, sampler=sampler, **common)
+        if val_ds is not None:
+            sampler = DistributedSampler(val_ds, d.world, d.rank, shuffle=False) if d.world > 1 else None
+            self.val_loader = DataLoader(val_ds, batch_size=self.local_batch, sampler=sampler, **common)
 
     @property
     def eval_policy(self) -> Policy:

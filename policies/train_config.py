@@ -95,6 +95,7 @@ class LoaderConfig:
     episodes_per_block: int = 0      # > 0: shuffle within blocks of episodes (video datasets beyond the cache)
     normalize: str = ""              # low-dim normalization mode (default: the policy's, else limits)
     image_normalize: str = ""        # image normalization mode (default: the policy's, else identity)
+    preload: bool = False            # materialize every window on the training device once (low-dim data)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,35 @@ class EpochSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+class PreloadedWindows(torch.utils.data.Dataset):
+    """Every item of a WindowDataset materialized once as stacked tensors on `device`; the DataLoader
+    fetches a whole batch by indexing (`__getitems__`), so a small low-dim model trains at GPU speed
+    instead of the per-item Python loader's. Refuses datasets larger than `max_bytes`."""
+
+    def __init__(self, ds: WindowDataset, device: torch.device, max_bytes: int = 2 * 2**30):
+        first = ds[0]
+        size = len(ds) * sum(v.numel() * v.element_size() for v in first.values())
+        if size > max_bytes:
+            raise PolicyError(f"loader.preload: the dataset needs {size / 2**30:.1f} GiB (limit "
+                              f"{max_bytes / 2**30:.1f} GiB); turn preload off")
+        items = [first, *(ds[i] for i in range(1, len(ds)))]
+        self.data = {k: torch.stack([it[k] for it in items]).to(device) for k in first}
+        self.item_episodes = ds.item_episodes
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.item_episodes)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """collate_fn of a PreloadedWindows loader: the fetched batch is already stacked."""
+    return batch
+
+
 # --- train state --------------------------------------------------------------------------------------
 def save_train_state(t: Trainer, path: Path) -> None:
     from safetensors.torch import save_file

@@ -1,4 +1,4 @@
-"""`robot-stack demo`: the fake arm and its commander in two processes, with their rates checked.
+"""`robot-stack demo-transport`: the fake arm and its commander in two processes, with their rates checked.
 
 Runs the bundled launch file `demo_fake_arm` through the supervisor and, while it runs,
 `robot-stack topic hz /joint_states /joint_commands --duration 6` as a subprocess (the real
@@ -36,7 +36,7 @@ CHECKS = (RateCheck("/joint_states", 400.0, 600.0), RateCheck("/joint_commands",
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "demo", help="run the fake-arm demo (two processes over DDS) and check its topic rates",
+        "demo-transport", help="run the fake-arm demo (two processes over DDS) and check its topic rates",
         description="Launch the bundled demo_fake_arm launch file (fake arm publishing /joint_states at "
         "500 Hz, commander publishing /joint_commands at 10 Hz, in separate processes), measure both rates "
         "with `robot-stack topic hz`, print a summary; exit 1 if a rate is far off.",

@@ -123,6 +123,8 @@ class Supervisor:
     # --- starting ----------------------------------------------------------------------------
     def start(self) -> None:
         self.say(f"{self.config.source}: {len(self.config.processes)} process(es)")
+        if self.stats_dir is not None:
+            Path(self.stats_dir).mkdir(parents=True, exist_ok=True)
         for i, spec in enumerate(self.config.processes):
             self.children.append(self._spawn(spec, STYLES[i % len(STYLES)]))
 

@@ -114,6 +114,7 @@ class PushT(ArmTask):
         ys = np.arange(y0.min() + r / 2, y1.max(), r)
         grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
         self._goal_points_local = grid[signed_distance(grid, self.rects) < 0]       # (P, 2)
+        self._goal_points = to_world(self._goal_points_local, np.array(self.config.goal, dtype=float))
 
     def _make_t(self, *, mass: float, rgba, collide: bool, height: float | None = None) -> int:
         c, h = self.world.client, height or self.config.height
@@ -133,7 +134,7 @@ class PushT(ArmTask):
         c.resetBasePositionAndOrientation(self.goal_marker, [goal[0], goal[1], 0.0005], _yaw_quat(c, goal[2]))
         for _ in range(100):
             pose = rng.uniform(cfg.start_low, cfg.start_high)
-            if self._coverage(pose) < 1.0 - cfg.min_start_coverage_gap:
+            if self.coverage(pose) < 1.0 - cfg.min_start_coverage_gap:
                 break
         self.set_block_pose(pose)
         agent = self._free_start(rng, pose)
@@ -168,12 +169,13 @@ class PushT(ArmTask):
                 "goal_pose": np.array(self.config.goal, dtype=float)}
 
     # --- scoring --------------------------------------------------------------------------------
-    def _coverage(self, pose: np.ndarray) -> float:
+    def coverage(self, pose: np.ndarray) -> float:
+        """Fraction of the goal T covered by a block at `pose` (x, y, yaw): what `progress()` reports."""
         inside = signed_distance(to_local(self._goal_points, pose), self.rects) < 0
         return float(inside.mean())
 
     def progress(self) -> float:
-        return self._coverage(self.block_pose())
+        return self.coverage(self.block_pose())
 
     def success(self) -> bool:
         return self.progress() >= self.config.success_coverage

@@ -163,7 +163,7 @@ class PushTExpert(Expert):
     def _plan(self, pos: np.ndarray, block: np.ndarray, goal: np.ndarray):
         """(approach point, push end, back-off point) of the best push, or None if none helps."""
         now = float(self._cost(block, goal)[0])
-        if self.task.success():
+        if self.task.coverage(block) >= self.task.config.success_coverage:   # from the observation
             return None
         starts = self._to_world(self._contacts + self._normals * (PUSHER_RADIUS + CLEARANCE), block)   # (K, 2)
         ok = self._sd(self._to_local(starts, block), self.task.rects) > PUSHER_RADIUS + 0.002

@@ -6,13 +6,15 @@ import json
 
 import pytest
 import torch
-from conftest import PUSHT_FEATURES
 from torch.utils.data import default_collate
 
 from data.loader import WindowDataset
 from policies.base import CheckpointError, PolicyError, load_policy
 from policies.diffusion import DiffusionConfig, DiffusionPolicy
+from policies.rollout import layout_for
 from policies.train import features_from_dataset
+
+PUSHT_FEATURES = layout_for("push_t").with_cameras("fixed").features()   # as tests/policies/conftest.py records
 
 STATE = "observation.state"
 CAMERA = "observation.images.fixed"

@@ -1,6 +1,7 @@
 """`robot-stack eval`: Wilson interval, reports from fake results, the observation map for the sim's
 task topics, and one end-to-end run (a tiny MLP trained on the push_t demos, 2 episodes, 1 worker,
-sim + policy server processes in lockstep) that checks the pipeline, not the success rate."""
+sim + policy server processes in lockstep) that checks the pipeline, not the success rate.
+The tiny MLP checkpoint is conftest.py's `mlp_checkpoint`."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import torch
-from test_train import MlpBC, _run  # noqa: F401  (importing MlpBC registers test_mlp_bc)
+from test_train import MlpBC  # noqa: F401  (importing MlpBC registers test_mlp_bc)
 
 from policies.base import CheckpointError, FeatureSpec
 from policies.eval_cli import register_eval
 from policies.eval_report import summary, wilson_interval, write_report
 from policies.evaluate import EpisodeResult, EvalConfig, EvalError, default_obs_map, evaluate, worker_launch
 from policies.obs_buffer import ObsMapError, lowdim_value, parse_obs_map
-from policies.train import Trainer
 from robot_stack import convert
 from robot_stack.launch.config import parse_launch
 
@@ -105,20 +104,6 @@ def test_worker_launch_is_a_valid_two_process_launch(tmp_path):
     with pytest.raises(CheckpointError, match="is not a policy checkpoint"):     # before anything is launched
         evaluate(cfg)
     assert _launched() == []
-
-
-@pytest.fixture(scope="module")
-def mlp_checkpoint(pusht_store, tmp_path_factory):
-    """The test MLP (behaviour cloning) trained for 300 steps on the push_t demos."""
-    out = tmp_path_factory.mktemp("eval_train")
-    torch.set_num_threads(2)
-    run = _run(steps=300, checkpoint_every=1000, log_every=100, val_fraction=0.2)
-    trainer = Trainer("test_mlp_bc", pusht_store, run, out=out, quiet=True)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return out / "checkpoints" / "last"
 
 
 def _launched() -> list[psutil.Process]:

@@ -15,20 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from data.features import Feature
 from data.loader import WindowDataset
-from data.store import EpisodeStore, StreamSpec
+from data.store import EpisodeStore
 from policies.base import CheckpointError, FeatureSpec, PolicyError, load_policy
 from policies.rdp import RdpConfig, ReactiveDiffusionPolicy
-from robot_stack import convert
-from robot_stack.clock import Time
+from policies.rollout import layout_for, record_expert
 
-WIPE_FEATURES = {
-    "observation.state": Feature("state", "position", "state"),
-    "observation.wrench": Feature("wrench", "wrench", "lowdim"),
-    "action": Feature("action", "position", "action"),
-}
-STATE_NAMES = ["ee_x", "ee_y", "ee_z", "area_x", "area_y", "area_z", "normal_x", "normal_y", "normal_z"]
+WIPE_LAYOUT = layout_for("wipe")
+WIPE_FEATURES = WIPE_LAYOUT.features()
 RATE = 20.0
 
 
@@ -37,23 +31,8 @@ def record_wipe(root, episodes: int = 3, max_steps: int = 80) -> EpisodeStore:
 
     store = EpisodeStore.create(root)
     task = make_task("wipe", max_steps=max_steps)
-    streams = [StreamSpec("state", "/task/state", "sensor_msgs/msg/JointState"),
-               StreamSpec("wrench", "/wrist/wrench", "geometry_msgs/msg/WrenchStamped"),
-               StreamSpec("action", "/task/action", "sensor_msgs/msg/JointState")]
     try:
-        for seed in range(episodes):
-            obs = task.reset(seed)
-            expert = task.expert()
-            writer = store.new_episode({"task": "wipe the marked area", "seed": seed}, streams)
-            while not task.done():
-                stamp = Time(task.world.time_ns)
-                state = [*obs["ee_pos"], *obs["surface_pos"], *obs["surface_normal"]]
-                action = expert.act(obs)
-                writer.write("state", convert.joint_state(STATE_NAMES, state, stamp=stamp))
-                writer.write("wrench", convert.wrench(obs["wrench"], stamp=stamp))
-                writer.write("action", convert.joint_state(["ee_x", "ee_y", "ee_z"], action, stamp=stamp))
-                obs = task.step(action)
-            writer.commit(success=task.success())
+        record_expert(task, store, WIPE_LAYOUT, range(episodes))
     finally:
         task.close()
     return store

@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PUSHT_FEATURES
 from safetensors.torch import load_file
 
 from data.loader import Normalizer
 from policies.base import FeatureSpec, Policy, PolicyError, load_policy, register_policy
+from policies.rollout import layout_for
 from policies.train import Trainer, build_policy, features_from_dataset, lr_factor, split_episodes, window_dataset
 from policies.train_config import LoaderConfig, RunConfig, TrainConfig, TrainConfigError, load_run_config, policy_config
+
+PUSHT_FEATURES = layout_for("push_t").with_cameras("fixed").features()   # as tests/policies/conftest.py records
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = {"observation.state": {"stream": "state", "field": "position", "kind": "state"},
@@ -215,7 +217,8 @@ def test_bad_config_names_key_and_file(tmp_path):
 def test_shipped_configs_load():
     for path in sorted((ROOT / "policies" / "configs").glob("*.yaml")):
         run = load_run_config(path)
-        assert run.features and run.train.steps > 0, path
+        assert run.train.steps > 0 and run.policy, path
+        assert run.features or "LeRobot" in path.read_text(), path   # a LeRobot dataset carries its features
 
 
 def test_cli_trains_and_resumes(pusht_store, tmp_path):
@@ -278,3 +281,16 @@ def test_short_diffusion_policy_run_resumes_exactly(pusht_store, tmp_path):
     item = resumed.val_ds[0]
     assert loaded.predict_action({"obs.observation.state": item["obs.observation.state"][None]},
                                  seed=0).shape == (1, 8, 2)
+
+
+def test_preload_trains_exactly_like_the_loader(pusht_store, tmp_path):
+    """`loader.preload` fetches the same batches in the same order, by indexing tensors built once."""
+    base = _run(steps=6)
+    preloaded = RunConfig(policy=base.policy, features=base.features, train=base.train,
+                          loader=LoaderConfig(preload=True))
+    a = Trainer("test_mlp_bc", pusht_store, base, out=tmp_path / "loader", quiet=True)
+    b = Trainer("test_mlp_bc", pusht_store, preloaded, out=tmp_path / "preload", quiet=True)
+    assert a.fit()["val_loss"] == pytest.approx(b.fit()["val_loss"], rel=1e-6)
+    for (key, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), key
+    assert b.state.step == 6

@@ -1,4 +1,4 @@
-"""`robot-stack demo`: the rate check reads `topic hz`'s summary; the whole demo passes over DDS."""
+"""`robot-stack demo-transport`: the rate check reads `topic hz`'s summary; the whole demo passes over DDS."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_demo_passes_over_dds():
     except TransportUnavailable as exc:
         pytest.skip(f"dds unavailable: {exc}")
     start = time.monotonic()
-    result = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    result = subprocess.run([*CLI, "demo-transport"], capture_output=True, text=True, timeout=90, cwd=ROOT)
     elapsed = time.monotonic() - start
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
