@@ -6,7 +6,8 @@ import importlib
 import sys
 
 SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies",
-          "benchmarks.servo", "benchmarks.sensors", "benchmarks.ar_page")
+          "benchmarks.servo", "benchmarks.sensors", "benchmarks.ar_page",
+          "benchmarks.teleop")
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
 """`robot-stack eval --checkpoint CKPT --task push_t --episodes N --workers K [--seed0 S] [--perturb]
-[--randomize] [--out DIR] [--max-steps M]`: seeded sim episodes in parallel launches (see
+[--randomize] [--out DIR] [--max-steps M] [--ray [ADDRESS]]`: seeded sim episodes in parallel launches (see
 `policies.evaluate` for the launch layout), then `out/report.json`, `out/report.md`, `out/success.png`
-and `out/videos/ep_<seed>.mp4`. Ctrl-C stops every launched process.
+and `out/videos/ep_<seed>.mp4`. Ctrl-C stops every launched process. `--ray [ADDRESS]` runs the workers as
+Ray tasks (`policies.eval_ray`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-timeout", type=float, default=5.0, metavar="S",
                    help="lockstep: wall seconds the sim waits for the policy before going on")
     p.add_argument("--episode-timeout", type=float, default=600.0, metavar="S", help="wall seconds per episode")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each worker as a Ray task: alone, on a new local Ray instance; with ADDRESS "
+                   "(host:port, ray://host:port or auto), on that cluster (pip install 'robot-stack[ray]')")
     p.set_defaults(func=run_eval)
 
 
@@ -94,7 +98,13 @@ def _run_eval(args: argparse.Namespace) -> int:
                 wins[0] += bool(what.success)
                 bar.update(total, advance=1, description=f"eval {cfg.task}: {wins[0]} successes")
 
-        results = evaluate(cfg, console=console, log_level=getattr(args, "log_level", "WARNING"), progress=progress)
+        log_level = getattr(args, "log_level", "WARNING")
+        if getattr(args, "ray", None) is not None:
+            from policies.eval_ray import evaluate_ray
+
+            results = evaluate_ray(cfg, args.ray, log_level=log_level, progress=progress)
+        else:
+            results = evaluate(cfg, console=console, log_level=log_level, progress=progress)
     info = report_info(cfg)
     data = write_report(results, cfg.out, info)
     s = data["summary"]

@@ -23,6 +23,7 @@ names to the sim's, with `sin:`/`cos:` for angles stored as sine and cosine
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -290,9 +291,14 @@ class Evaluation:
     """Launches, drivers and the episode loop; `run()` -> results sorted by seed."""
 
     def __init__(self, cfg: EvalConfig, *, console: Any = None, log_level: str = "WARNING",
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, seeds: list[int] | None = None,
+                 slots: list[tuple[int, int]] | None = None):
+        """`seeds` (default `cfg.seeds`) run on `slots`, (worker index, DDS domain) pairs (default: all
+        `cfg.workers` on `cfg.domains()`); a Ray task runs one slot with its share of the seeds."""
         self.cfg, self.console, self.log_level = cfg, console, log_level
         self.progress = progress or (lambda *_: None)
+        self.seeds = list(cfg.seeds if seeds is None else seeds)
+        self.slots = list(enumerate(cfg.domains()) if slots is None else slots)
         self.meta = read_checkpoint_meta(cfg.checkpoint)
         self.control_hz = float(self.meta["config"]["slow_hz"])
         self.supervisors: list[Any] = []
@@ -307,7 +313,7 @@ class Evaluation:
         video_dir = self.cfg.out / "videos" if self.cfg.video else None
         if video_dir is not None:
             video_dir.mkdir(parents=True, exist_ok=True)
-        for k, domain in enumerate(self.cfg.domains()[:self.cfg.episodes]):     # no idle workers
+        for k, domain in self.slots[:len(self.seeds)]:     # no idle workers
             config = parse_launch(worker_launch(self.cfg, self.meta, k), f"robot-stack eval (worker {k})")
             sup = Supervisor(config, log_level=self.log_level, console=self.console, stop_timeout=10.0)
             with _domain_env(domain):
@@ -325,9 +331,9 @@ class Evaluation:
         executor = Executor()
         for d in self.drivers:
             executor.add_node(d)
-        todo, results = list(self.cfg.seeds), []
+        todo, results = list(self.seeds), []
         t0 = time.perf_counter()
-        while len(results) < self.cfg.episodes:
+        while len(results) < len(self.seeds):
             executor.spin_once(0.02)
             self._check_children()
             for d in self.drivers:
@@ -382,3 +388,11 @@ def evaluate(cfg: EvalConfig, **kwargs: Any) -> list[EpisodeResult]:
         return ev.run()
     finally:
         ev.close()
+
+
+def run_worker(cfg: EvalConfig, worker: int, seeds: list[int], domain: int, *,
+               log_level: str = "WARNING") -> list[dict[str, Any]]:
+    """One worker's share of an evaluation (a Ray task's body): `seeds` on one sim + policy launch
+    on DDS `domain`; the results as plain dicts (`EpisodeResult(**d)` rebuilds them)."""
+    results = evaluate(cfg, log_level=log_level, seeds=seeds, slots=[(worker, domain)])
+    return [dataclasses.asdict(r) for r in results]
