@@ -288,5 +288,14 @@ def link_port(port: str, link: str) -> None:
     os.replace(tmp, link)
 
 
+def unlink_port(link: str) -> None:
+    """Remove the symlink `link` made by `link_port` (nothing if it is gone or not a link)."""
+    try:
+        if os.path.islink(link):
+            os.unlink(link)
+    except OSError:
+        pass
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

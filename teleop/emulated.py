@@ -10,11 +10,10 @@ its pty at `link`, and plays a scripted operator on the limp joints: joint k fol
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
-from drivers.servo_emulator import ServoEmulator, link_port
+from drivers.servo_emulator import ServoEmulator, link_port, unlink_port
 from robot_stack.node import Node
 from teleop.exo import leader_config
 
@@ -50,9 +49,5 @@ class LeaderEmulatorNode(Node):
 
     def destroy_node(self) -> None:
         self.emulator.stop()
-        try:
-            if os.path.islink(self.link):
-                os.unlink(self.link)
-        except OSError:
-            pass
+        unlink_port(self.link)
         super().destroy_node()

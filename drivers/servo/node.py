@@ -24,7 +24,7 @@ from drivers.servo.device import ServoDevice
 from drivers.servo.devices import device_class
 from drivers.servo.errors import PortUnplugged
 from drivers.servo.watchdog import RetryPolicy
-from drivers.servo_emulator import emulator_for, link_port
+from drivers.servo_emulator import emulator_for, link_port, unlink_port
 from robot_stack.node import Node
 from robot_stack.robot.node import RobotNode
 
@@ -94,9 +94,5 @@ class ServoEmulatorNode(Node):
 
     def destroy_node(self) -> None:
         self.emulator.stop()
-        try:
-            if os.path.islink(self.link):
-                os.unlink(self.link)
-        except OSError:
-            pass
+        unlink_port(self.link)
         super().destroy_node()

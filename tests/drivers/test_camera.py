@@ -7,6 +7,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from polling import settle, wait_until
 
 from drivers.camera import Camera, CameraConfig, NoFrame, OpenCVCapture, StaleFrame
 from drivers.camera_emulator import PatternCapture, frame_number
@@ -23,23 +24,8 @@ class ManualClock(Clock):
         return self.t
 
 
-def _wait(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
 
 
-def _settle(count, quiet=0.05, timeout=5.0):
-    """Wait until count() stops changing for `quiet` seconds (in-flight data delivered)."""
-    end = time.monotonic() + timeout
-    last, since = count(), time.monotonic()
-    while time.monotonic() < end and time.monotonic() - since < quiet:
-        time.sleep(0.005)
-        if count() != last:
-            last, since = count(), time.monotonic()
 
 
 def test_latest_reports_age_and_refuses_stale_frames():
@@ -73,15 +59,15 @@ def test_counters_and_unplug():
     cam = Camera(cap, CameraConfig(name="wrist", max_read_failures=5))
     cam.start()
     try:
-        assert _wait(lambda: cam.frames > 10)
+        assert wait_until(lambda: cam.frames > 10)
         cap.fail_reads = 3
-        assert _wait(lambda: cam.read_failures >= 3)
+        assert wait_until(lambda: cam.read_failures >= 3)
         assert cam.dropped > 0                 # nobody took the early frames
         f = cam.wait_frame(cam.frames)
         assert f.image.shape == (24, 32, 3)
         cam.check()
         cap.unplug()
-        assert _wait(lambda: cam._reader.error is not None)
+        assert wait_until(lambda: cam._reader.error is not None)
         with pytest.raises(SensorDisconnected, match="failed reads"):
             cam.check()
     finally:
@@ -98,7 +84,7 @@ def test_video_file_through_opencv(tmp_path):
     cam = Camera(OpenCVCapture(path), CameraConfig(name="file", max_read_failures=2))
     cam.start()
     try:
-        assert _wait(lambda: cam._reader.error is not None)   # end of file: the capture is gone
+        assert wait_until(lambda: cam._reader.error is not None)   # end of file: the capture is gone
         assert cam.frames == 20
         assert np.abs(cam.latest(10.0)[0].image.astype(int) - pattern.frame(19)).mean() < 10
     finally:
@@ -129,7 +115,7 @@ def test_camera_node_publishes_and_trips(ctx):
         assert (msg.width, msg.height, msg.encoding) == (64, 48, "bgr8")
         assert convert.image_array(msg).shape == (48, 64, 3)
         cap.fail_reads = 10**6                 # the camera stops delivering frames
-        _settle(lambda: node.camera.frames, quiet=0.02)
+        settle(lambda: node.camera.frames, quiet=0.02)
         node.tick()
         node.tick()
         node.tick()

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from polling import settle, wait_until
 
 from drivers.ft import (
     CMD_BIAS,
@@ -26,23 +27,8 @@ from robot_stack.clock import Time
 T0 = Time(1)
 
 
-def _wait(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
-def _settle(count, quiet=0.05, timeout=5.0):
-    """Wait until count() stops changing for `quiet` seconds (in-flight data delivered)."""
-    end = time.monotonic() + timeout
-    last, since = count(), time.monotonic()
-    while time.monotonic() < end and time.monotonic() - since < quiet:
-        time.sleep(0.005)
-        if count() != last:
-            last, since = count(), time.monotonic()
 
 
 def test_request_bytes_are_big_endian():
@@ -111,7 +97,7 @@ def test_one_shot_and_bias(emulated):
     rec = ft.read_once(timeout=2.0)
     assert rec.wrench[2] == pytest.approx(4.9, abs=0.5)
     ft.bias()
-    assert _wait(lambda: emu._bias[2] != 0.0)
+    assert wait_until(lambda: emu._bias[2] != 0.0)
     rec = ft.read_once(timeout=2.0)
     assert abs(rec.wrench[2]) < 0.3
 
@@ -122,12 +108,12 @@ def test_streaming_gaps_and_stop(emulated):
     first = ft.wait_sample(0, timeout=2.0)
     assert first.wrench.shape == (6,)
     emu.skip_sequence = 3
-    assert _wait(lambda: ft.parser.records_missed >= 3)
+    assert wait_until(lambda: ft.parser.records_missed >= 3)
     emu._sock.sendto(b"\x01\x02\x03", ft._sock.getsockname())   # a corrupt datagram
-    assert _wait(lambda: ft.parser.corrupt == 1)
+    assert wait_until(lambda: ft.parser.corrupt == 1)
     ft.check()
     emu.stop()                                 # the sensor dies: samples stop
-    _settle(lambda: ft.samples)
+    settle(lambda: ft.samples)
     m = ft.samples
     time.sleep(0.05)
     assert ft.samples == m
@@ -156,15 +142,15 @@ def test_ft_node_publishes_and_trips_when_server_stops(ctx):
     try:
         node.tick()
         assert node.connected
-        assert _wait(lambda: node.ft.samples > 3)
+        assert wait_until(lambda: node.ft.samples > 3)
         node.tick()
         msg = sub.take()
         assert msg.header.frame_id == "wrist_ft" and msg.wrench.force.z == pytest.approx(4.9, abs=0.5)
         bias.publish(bias.msg_class())
         node.subscriptions[0].callback(node.subscriptions[0].take())
-        assert _wait(lambda: emu._bias[2] != 0.0)
+        assert wait_until(lambda: emu._bias[2] != 0.0)
         emu.stop()
-        _settle(lambda: node.ft.samples)
+        settle(lambda: node.ft.samples)
         node.tick()                     # sees the records sent before the stop
         node.tick()
         node.tick()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from polling import settle, wait_until
 
 from drivers.glove import Glove, GloveCalibration, GloveConfig, GloveLineParser, format_line
 from drivers.glove_emulator import GloveEmulator
@@ -15,23 +14,8 @@ from robot_stack.clock import Time
 T0 = Time(123)
 
 
-def _wait(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
-def _settle(count, quiet=0.05, timeout=5.0):
-    """Wait until count() stops changing for `quiet` seconds (in-flight data delivered)."""
-    end = time.monotonic() + timeout
-    last, since = count(), time.monotonic()
-    while time.monotonic() < end and time.monotonic() - since < quiet:
-        time.sleep(0.005)
-        if count() != last:
-            last, since = count(), time.monotonic()
 
 
 def test_parser_valid_lines_split_anywhere():
@@ -129,13 +113,13 @@ def emulated():
 def test_glove_over_pty_with_faults(emulated):
     emu, glove = emulated
     glove.connect()
-    assert _wait(lambda: glove.samples > 20)
+    assert wait_until(lambda: glove.samples > 20)
     before = glove.parser.lines_bad
     emu.inject_garbage(200)
     emu.inject(b"\n")
     emu.inject_truncated()
     n = glove.samples
-    assert _wait(lambda: glove.samples > n + 20)
+    assert wait_until(lambda: glove.samples > n + 20)
     assert glove.parser.lines_bad >= before + 2
     samples = glove.drain()
     assert samples and all(s.values.shape == (16,) for s in samples)
@@ -147,9 +131,9 @@ def test_glove_over_pty_with_faults(emulated):
 def test_glove_unplug_is_reported(emulated):
     emu, glove = emulated
     glove.connect()
-    assert _wait(lambda: glove.samples > 5)
+    assert wait_until(lambda: glove.samples > 5)
     emu.unplug()
-    assert _wait(lambda: glove._reader.error is not None)
+    assert wait_until(lambda: glove._reader.error is not None)
     with pytest.raises(SensorDisconnected, match="disconnected"):
         glove.check()
 
@@ -177,14 +161,14 @@ def test_glove_node_publishes_and_trips_on_unplug(ctx, tmp_path):
     try:
         node.tick()
         assert node.connected and node.status == "ok"
-        assert _wait(lambda: node.glove.samples > 3)
+        assert wait_until(lambda: node.glove.samples > 3)
         node.tick()
         r, j = raw.take(), joints.take()
         assert len(r.name) == 16 and r.position.max() <= 4095
         assert 0.0 <= j.position.min() and j.position.max() <= 1.5708 + 1e-9
         assert r.header.stamp == j.header.stamp
         emu.unplug()
-        assert _wait(lambda: node.glove._reader.error is not None)
+        assert wait_until(lambda: node.glove._reader.error is not None)
         node.tick()                                 # first period after the unplug
         assert node.faulted and node.status.startswith("fault:") and "disconnected" in node.status
         assert not node.connected
@@ -207,10 +191,10 @@ def test_glove_node_silence_trips_within_two_periods(ctx):
     node = GloveNode("glove", context=ctx, parameter_overrides={"port": port})
     try:
         node.tick()
-        assert _wait(lambda: node.glove.samples > 3)
+        assert wait_until(lambda: node.glove.samples > 3)
         node.tick()
         emu.silent = True
-        _settle(lambda: node.glove.samples)
+        settle(lambda: node.glove.samples)
         node.tick()                                 # sees the lines sent before the pause
         node.tick()
         node.tick()
@@ -244,14 +228,14 @@ def test_glove_reconnects_after_replug():
     glove = Glove(GloveConfig(), serial_factory=open_current)
     try:
         glove.connect()
-        assert _wait(lambda: glove.samples > 3)
+        assert wait_until(lambda: glove.samples > 3)
         emus[0].unplug()
-        assert _wait(lambda: glove._reader.error is not None)
+        assert wait_until(lambda: glove._reader.error is not None)
         emus.append(GloveEmulator(num_sensors=16))
         emus[-1].start()
         glove.connect()
         n = glove.samples
-        assert _wait(lambda: glove.samples > n + 3)
+        assert wait_until(lambda: glove.samples > n + 3)
         glove.check()
     finally:
         glove.disconnect()

@@ -7,11 +7,11 @@ import importlib.metadata
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from polling import wait_until
 
 import drivers
 from drivers.__main__ import main as drivers_cli
@@ -28,13 +28,6 @@ from robot_stack.robot import ControlMode, JointCommand, robot_class
 LAUNCH = Path(drivers.__file__).parent / "configs" / "launch"
 
 
-def _wait_until(fn, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if fn():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize("cls", [SO101, Koch, LeapHand], ids=lambda c: c.kind)
@@ -48,13 +41,13 @@ def test_device_moves_emulated_motors(cls):
         np.testing.assert_allclose(device.read().position, 0.0, atol=1e-9)   # mid-turn = 0 rad uncalibrated
         target = np.linspace(-0.5, 0.5, n)
         device.write(JointCommand(ControlMode.POSITION, position=target))
-        assert _wait_until(lambda: np.allclose(device.read().position, target, atol=2 * math.pi / 4096))
+        assert wait_until(lambda: np.allclose(device.read().position, target, atol=2 * math.pi / 4096))
         ticks = [emu.motors[j.id].get("goal_position") for j in device.config.joints]
         np.testing.assert_array_equal(ticks, np.rint(2048 + target * 4096 / (2 * math.pi)))
         with pytest.raises(ServoError, match="only position"):
             device.write(JointCommand(ControlMode.TORQUE, effort=np.zeros(n)))
         device.disconnect()                               # torque off (an un-answered sync write)
-        assert _wait_until(lambda: all(m.get("torque_enable") == 0 for m in emu.motors.values()))
+        assert wait_until(lambda: all(m.get("torque_enable") == 0 for m in emu.motors.values()))
 
 
 def test_calibration_converts_ticks_with_sign_and_clamps():
