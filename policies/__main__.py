@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     from policies.demo_cli import register_demo
 
     register_demo(subparsers)
+    from policies.paired_cli import register_paired
+    register_paired(subparsers)
 
 
 def resolve_config(name: str | None) -> Path | None:

@@ -123,7 +123,7 @@ class ServoDevice(Robot):
     def read(self) -> RobotState:
         regs = [self.config.load_register, "present_velocity", "present_position"]
         values = self.watchdog.call(lambda: self.bus.read_many(regs, self._ids))
-        stamp = time.monotonic_ns()
+        stamp = time.time_ns()             # the process clock of a real robot: wall time (RobotState.stamp_ns)
         col = lambda r: np.array([values[r][i] for i in self._ids], dtype=np.float64)   # noqa: E731
         ticks = col("present_position")
         self._last_ticks = ticks
