@@ -153,7 +153,9 @@ def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[st
            "seed": INITIAL_SEED - worker, "perturb": cfg.perturb, "randomize": cfg.randomize, "cameras": cams,
            "camera_width": width, "camera_height": height, "camera_hz": slow_hz, "task_status_hz": slow_hz,
            "stop_periods": 5000}
+    threads = max(1, (os.cpu_count() or 1) // min(cfg.workers, cfg.episodes))   # one share of the cores each
     server = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "device": cfg.device, "use_sim_time": True,
+              "torch_threads": threads,
               "observations": obs_map, "max_obs_age_s": 2.0, "status_rate_hz": 2.0,
               **({"policy_modules": list(cfg.policy_modules)} if cfg.policy_modules else {})}
     return {"transport": "dds", "processes": {

@@ -21,7 +21,8 @@ max_obs_age_s (0.5), device ("cpu"), chunk_steps (0: n_action_steps), start_step
 policy_id ("": the checkpoint directory's name), action_names ([]: the checkpoint's), status_rate_hz (1),
 warmup (true: one prediction on zeros at start-up), seed (0: the node's own torch.Generator for
 sampling policies), cuda_graph (true: on CUDA, capture the denoiser of a policy that offers
-`capture_cuda_graph` during warm-up), policy_modules ([]: modules to import first, for
+`capture_cuda_graph` during warm-up), torch_threads (0: torch's default; >0 sets the intra-op threads),
+policy_modules ([]: modules to import first, for
 policies registered outside `policies`).
 Latency: `latency()` -> predict and observation-stamp -> published p50/p99 (also on `~/status`).
 """
@@ -94,6 +95,9 @@ class ServingNode(Node):
         if not checkpoint:
             raise ParameterError(f"node '{self.get_name()}': parameter 'checkpoint' (a checkpoint directory) is needed")
         self.device = self.declare_parameter("device", "cpu").value
+        threads = int(self.declare_parameter("torch_threads", 0).value)
+        if threads > 0:                      # several servers on few cores: oversubscribed threads crawl
+            torch.set_num_threads(threads)
         for module in self.declare_parameter("policy_modules", []).value:   # out-of-tree policies register on import
             importlib.import_module(str(module))
         self.policy = load_policy(checkpoint, device=self.device)

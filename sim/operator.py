@@ -8,7 +8,9 @@ goes through the same path as a human one:
   `teleop_target` (robot_stack_msgs/TeleopTarget, MODE_POSE, engaged) from the expert, header.stamp =
   the observation's stamp, which is also what the sim's lockstep waits for;
 - when `task/status` reports success, or after `max_steps` task steps, it marks SUCCESS / FAILURE and
-  sends STOP (the recorder commits), then goes on with the next seed.
+  sends STOP (the recorder commits), then goes on with the next seed;
+- a RESET the sim has not answered is sent again after 2 s; if the sim resets the episode being
+  recorded once more (a late duplicate RESET), the recording is DISCARDed and STARTed over.
 
 The expert needs the task's geometry, not its physics state: the node builds its own copy of the
 task (`task` parameter, default config) and feeds it only the observations it receives.
@@ -19,6 +21,7 @@ the last episode.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,8 @@ from sim.tasks import make_task
 EPISODE_EVENT = "robot_stack_msgs/msg/EpisodeEvent"
 TELEOP_TARGET = "robot_stack_msgs/msg/TeleopTarget"
 STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
-START, STOP, SUCCESS, FAILURE, RESET = 0, 1, 3, 4, 5
+START, STOP, DISCARD, SUCCESS, FAILURE, RESET = 0, 1, 2, 3, 4, 5
+RESEND_RESET_S = 2.0
 MODE_POSE = 1
 
 
@@ -59,6 +63,7 @@ class ScriptedOperator(Node):
         self.state = "resetting"
         self.finished = False
         self._last_reset_ns: int | None = None
+        self._reset_sent = -1e9
         self._steps = 0
         self.events = self.create_publisher(EPISODE_EVENT, events, 10)
         self.teleop = self.create_publisher(TELEOP_TARGET, "teleop_target", 10)
@@ -78,10 +83,15 @@ class ScriptedOperator(Node):
             episode_id=episode_id))
 
     def _tick(self) -> None:
-        """Re-send RESET while the sim has not reported the new episode (a lost message, a late sim)."""
-        if self.state == "resetting" and not self.finished:
-            self._event(RESET, str(self.seed))
+        """Re-send RESET when the sim has not reported the new episode for a while (a lost message)."""
+        now = time.monotonic()
+        if self.state == "resetting" and not self.finished and now - self._reset_sent > RESEND_RESET_S:
+            self._send_reset()
         self._publish_status()
+
+    def _send_reset(self) -> None:
+        self._reset_sent = time.monotonic()
+        self._event(RESET, str(self.seed))
 
     def _on_status(self, msg: Any) -> None:
         values = {kv.key: kv.value for kv in msg.values}
@@ -92,6 +102,12 @@ class ScriptedOperator(Node):
             self._last_reset_ns = reset_ns
             self._expert().reset()
             self._steps, self.state = 0, "recording"
+            self._event(START, str(self.seed))
+        elif self.state == "recording" and seed == self.seed and reset_ns != self._last_reset_ns:
+            self._last_reset_ns = reset_ns          # the sim reset this episode again (a re-sent RESET):
+            self._event(DISCARD, str(self.seed))    # drop the recording and start it over
+            self._expert().reset()
+            self._steps = 0
             self._event(START, str(self.seed))
         elif self.state == "recording" and reset_ns == self._last_reset_ns:
             if values["success"] == "True":
@@ -107,7 +123,7 @@ class ScriptedOperator(Node):
         self.finished = self.index >= self.episodes
         self.state = "done" if self.finished else "resetting"
         if not self.finished:
-            self._event(RESET, str(self.seed))
+            self._send_reset()
         self._publish_status()
 
     # --- teleoperation --------------------------------------------------------------------------

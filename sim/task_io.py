@@ -12,8 +12,9 @@ With a task, a `SimNode` also
   resulting joint command is not written to the simulated robot directly: it goes to the robot
   node as a `joint_commands` target due now, so clamping and the watchdog apply exactly as for a
   real robot;
-- publishes the applied action on `task/action` (JointState named like the action spec), which
-  is what a recorder stores as the demonstration's action;
+- publishes each newly applied action once on `task/action` (JointState named like the action
+  spec, stamped with the sim time it took effect; a held target re-applied at later ticks is not
+  published again), which is what a recorder stores as the demonstration's action;
 - remembers the stamp of the last observation it published (`last_obs_ns`) and the newest
   observation an accepted input answered (`answered_ns`: a chunk's `observation_stamp`, else its
   header stamp; a teleop target's header stamp), for the sim node's lockstep mode.
@@ -57,6 +58,7 @@ class TaskIO:
         self._target: np.ndarray | None = None
         self.stale_steps = self.rejected = self.applied = 0
         self._last_k: int | None = None
+        self._published: np.ndarray | None = None      # the action last put on task/action
         self.last_obs_ns = self.answered_ns = -1
         self.obs_pub = node.create_publisher(JOINT_STATE, "task/observation", 10)
         self.action_pub = node.create_publisher(JOINT_STATE, "task/action", 10)
@@ -114,6 +116,7 @@ class TaskIO:
     def clear(self) -> None:
         """Forget pending actions (a new episode)."""
         self._chunk, self._target, self._last_k = None, None, None
+        self._published = None
 
     # --- the control tick -----------------------------------------------------------------------
     def tick(self) -> None:
@@ -132,7 +135,9 @@ class TaskIO:
         try:
             self.task._apply_action(self.task.check_action(action))
             self.applied += 1
-            self.action_pub.publish(convert.joint_state(self.action_names, action, stamp=Time(now)))
+            if action is not self._published:   # a held target re-applied at a tick is not a new action
+                self._published = action
+                self.action_pub.publish(convert.joint_state(self.action_names, action, stamp=Time(now)))
         except BadAction as exc:
             self._reject(str(exc))
 
