@@ -108,6 +108,7 @@ def _recorder_alive(meta: dict) -> bool:
 
 def recover_command(args: argparse.Namespace) -> int:
     from data.store import EpisodeStore, StoreError
+    from data.writer import DISCARD_MARKER
 
     store = EpisodeStore(args.path)
     store.info  # noqa: B018  (a clear error when PATH is not a dataset)
@@ -118,11 +119,14 @@ def recover_command(args: argparse.Namespace) -> int:
     for index in targets:
         folder = store.episode_dir(index, open_=True)
         meta_path = folder / "meta.json"
-        if folder.is_dir() and not meta_path.exists():      # meta.json is written before any data
+        discarded = (folder / DISCARD_MARKER).exists()      # discarded, killed before the removal ran
+        if folder.is_dir() and (discarded or not meta_path.exists()):   # meta.json is written before any data
             trash = folder.with_name(f".discarded-{folder.name}")
             os.rename(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
-            print(f"episode {index}: removed (its recorder was killed while starting it; nothing was recorded)")
+            why = "it was discarded before its recorder was killed" if discarded else \
+                "its recorder was killed while starting it; nothing was recorded"
+            print(f"episode {index}: removed ({why})")
             continue
         if meta_path.exists() and not args.force and _recorder_alive(json.loads(meta_path.read_text())):
             raise StoreError(f"episode {index} is still being recorded by pid "

@@ -238,6 +238,7 @@ class RecorderNode(Node):
     def discard_episode(self) -> int | None:
         writer = self._take_writer("DISCARD")
         if writer is not None:
+            writer.mark_discarded()
             self._jobs.submit(writer.discard)
             self.get_logger().info(f"episode {writer.index} discarded")
             self._after_stop()

@@ -36,6 +36,8 @@ from robot_stack import convert, messages
 
 KEEP_FLUSHED_BYTES = 256 * 2**20    # flushed tables kept in memory per episode for commit (else: re-read)
 
+DISCARD_MARKER = "DISCARDED"   # in an open episode: discarded, never to be recovered
+
 
 def rgb_of(msg: Any) -> np.ndarray:
     """HxWx3 uint8 RGB from a sensor_msgs/Image in any 8-bit colour or mono encoding."""
@@ -156,6 +158,11 @@ class EpisodeWriter:
         self.meta.update(extra, success=success, stopped=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          stream_stats=self.stream_stats())
         return _finish(self.store, self.index, self.meta, self._kept)
+
+    def mark_discarded(self) -> None:
+        """Make the discard durable at once: `dataset recover` deletes an open episode holding the marker,
+        so a crash before the background `discard()` cannot bring the episode back."""
+        (self.dir / DISCARD_MARKER).touch()
 
     def discard(self) -> None:
         for enc in self.encoders.values():
