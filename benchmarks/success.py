@@ -31,9 +31,13 @@ def evaluate_checkpoint(task_name: str, checkpoint: str, *, episodes: int, seed0
     from sim.tasks import make_task
 
     policy = load_policy(checkpoint).eval()
-    task = make_task(task_name, perturb=perturb)
+    cameras = [n.rsplit(".", 1)[-1] for n in policy.image_features]      # render what the policy looks at
+    sizes = {tuple(policy.features[n].shape[1:]) for n in policy.image_features}
+    kwargs = {"cameras": tuple(cameras), "camera_size": sizes.pop()[::-1]} if cameras else {}
+    layout = layout_for(task_name).with_cameras(*cameras)
+    task = make_task(task_name, perturb=perturb, **kwargs)
     try:
-        results = [rollout(policy, task, layout_for(task_name), seed, fast=fast)
+        results = [rollout(policy, task, layout, seed, fast=fast)
                    for seed in range(seed0, seed0 + episodes)]
     finally:
         task.close()
