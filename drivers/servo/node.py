@@ -22,7 +22,7 @@ from typing import Any
 from drivers.servo.calibration import Calibration, default_path
 from drivers.servo.device import ServoDevice
 from drivers.servo.devices import device_class
-from drivers.servo.errors import PortUnplugged
+from drivers.servo.errors import MissingStatus, PortUnplugged
 from drivers.servo.watchdog import RetryPolicy
 from drivers.servo_emulator import emulator_for, link_port, unlink_port
 from robot_stack.node import Node
@@ -48,8 +48,8 @@ def build_device(params: dict[str, Any]) -> ServoDevice:
 
 
 def start_when_port_ready(node: RobotNode, port: str, wait_s: float) -> None:
-    """`node.start()` once `port` exists and opens (an emulator or adapter may still be coming up,
-    or a stale link may point at a closed pty); PortUnplugged after `wait_s`."""
+    """`node.start()` once `port` exists, opens and the motors answer (an emulator or adapter may
+    still be coming up, or a stale link may point at a closed pty); the last error after `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -59,6 +59,11 @@ def start_when_port_ready(node: RobotNode, port: str, wait_s: float) -> None:
             why = "did not appear"
         except PortUnplugged as exc:
             why = f"could not be opened ({exc})"
+        except MissingStatus as exc:          # open, but the motors are not answering (yet)
+            node.robot.disconnect()
+            if time.monotonic() > deadline:
+                raise
+            why = f"did not answer ({exc})"
         if time.monotonic() > deadline:
             raise PortUnplugged(f"serial port {port} {why} within {wait_s:g} s")
         time.sleep(0.05)

@@ -247,3 +247,24 @@ def test_robot_node_retries_a_port_that_does_not_open(ctx, tmp_path):
     not_a_tty.write_text("")
     with pytest.raises(ServoError, match="could not be opened"):
         ServoRobotNode("arm", context=ctx, parameter_overrides={"port": str(not_a_tty), "port_wait_s": 0.1})
+
+
+def test_robot_node_waits_for_motors_that_answer_late(ctx, tmp_path):
+    """A bus that opens but stays silent at first (an emulator or adapter still coming up) is retried
+    until `port_wait_s`; a bus silent for longer fails with the missing-status error."""
+    import threading
+
+    link = str(tmp_path / "koch")
+    bus = ServoEmulatorNode("bus", context=ctx, parameter_overrides={"device": "koch", "link": link})
+    bus.emulator.faults.silent = True
+    try:
+        with pytest.raises(ServoError, match="no valid status"):
+            ServoRobotNode("arm", context=ctx, parameter_overrides={"robot": "koch", "port": link,
+                                                                    "port_wait_s": 0.3})
+        threading.Timer(0.3, lambda: setattr(bus.emulator.faults, "silent", False)).start()
+        arm = ServoRobotNode("arm2", context=ctx, parameter_overrides={"robot": "koch", "port": link,
+                                                                       "port_wait_s": 5.0})
+        assert arm.started
+        arm.destroy_node()
+    finally:
+        bus.destroy_node()
