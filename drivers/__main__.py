@@ -16,7 +16,6 @@ from rich.console import Console
 
 from drivers.servo.calibration import NonInteractive, Prompt, calibrate, default_path
 from drivers.servo.devices import DEVICES, device_class
-from robot_stack.errors import RobotStackError
 
 console = Console(stderr=True)
 
@@ -83,11 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_calibrate(sub)
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except RobotStackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from robot_stack.cli.main import dispatch
+
+    return dispatch(args)
 
 
 if __name__ == "__main__":

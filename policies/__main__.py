@@ -83,19 +83,13 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from robot_stack.errors import RobotStackError
-
     parser = argparse.ArgumentParser(prog="python -m policies", description="robot-stack policies")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s] %(message)s")
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except RobotStackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from robot_stack.cli.main import dispatch
+
+    return dispatch(args)
 
 
 if __name__ == "__main__":

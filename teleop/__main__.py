@@ -14,8 +14,6 @@ import logging
 import sys
 import time
 
-from robot_stack.errors import RobotStackError
-
 DESCRIPTION = ("Run a teleop config: emulated or real input devices, the robot or simulator, the recorder, with "
                "a live status line. Bundled configs: sim_exo_push_t, sim_glove_hand, sim_keyboard.")
 
@@ -91,13 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="[%(levelname)s] [%(name)s] %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except RobotStackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from robot_stack.cli.main import dispatch
+
+    return dispatch(args)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="[%(levelname)s] [%(name)s] %(message)s")
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run `args.func(args)` as a command: Ctrl-C -> 130, a RobotStackError -> its message and 2.
+    Also what the packages' `python -m <package>` entry points use."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
