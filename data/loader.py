@@ -3,6 +3,8 @@
 `WindowDataset` samples, for each sample time t of an episode,
 - an observation window: `n_obs` steps at `obs_rate`, ending at t (t - (n_obs-1)/r_obs, ..., t),
 - an action window: `horizon` steps at `action_rate`, starting at t (t, ..., t + (H-1)/r_act),
+- optionally `future` windows: low-dim observation features sampled at the action window's times
+  (e.g. the force reading at each chunk step, what a reactive policy's fast decoder trains on),
 aligned by timestamp on the streams recorded at their own rates: low-dim features are linearly
 interpolated (`data.align.interpolate`), images are the latest frame at or before each time
 (`data.align.previous_index`).
@@ -17,6 +19,7 @@ Items (dict of tensors):
     obs_is_pad      (n_obs,) bool
     action          (H, D_act) float32
     action_is_pad   (H,) bool
+    future.<name>   (H, D) float32, for each name in `future`
     episode_index   () int64
     t_ns            () int64    the sample time
 
@@ -69,12 +72,13 @@ class WindowDataset(Dataset):
 
     source: an `EpisodeStore`, a path (episode store or LeRobot v3 directory) or an episode source.
     obs: feature names for observations (default: every `observation.*` feature).
+    future: low-dim feature names also sampled at the action times (`future.<name>`, (H, D)).
     features: feature map for an episode store (default: `data.features.default_features`).
     cache_bytes: decoded-frame budget per process (worker)."""
 
     def __init__(self, source: Any, *, obs: Sequence[str] | None = None, action: str = "action", n_obs: int = 2,
                  obs_rate: float = 10.0, horizon: int = 16, action_rate: float = 10.0,
-                 sample_rate: float | None = None, episodes: Sequence[int] | None = None,
+                 sample_rate: float | None = None, episodes: Sequence[int] | None = None, future: Sequence[str] = (),
                  features: dict[str, Feature] | None = None, cache_bytes: int = 512 * 2**20):
         _check_positive(n_obs=n_obs, horizon=horizon, obs_rate=obs_rate, action_rate=action_rate,
                         sample_rate=action_rate if sample_rate is None else sample_rate, cache_bytes=cache_bytes)
@@ -87,15 +91,19 @@ class WindowDataset(Dataset):
         self.action_key = action
         self.obs_keys = list(obs) if obs is not None else _default_obs(self.features, action)
         self._check_names([*self.obs_keys, action])
-        if self.features[action].kind == "image":
-            raise LoaderError(f"action feature '{action}' is an image")
+        self.future_keys = list(future)
+        self._check_names(self.future_keys)
+        images = [n for n in [action, *self.future_keys] if self.features[n].kind == "image"]
+        if images:
+            raise LoaderError(f"action / future features must be low-dim, got image(s): {', '.join(images)}")
         self._obs_offsets = -np.round(np.arange(self.n_obs - 1, -1, -1) * 1e9 / self.obs_rate).astype(np.int64)
         self._act_offsets = np.round(np.arange(self.horizon) * 1e9 / self.action_rate).astype(np.int64)
         self._episodes = [self._load_episode(ep) for ep in self._select(episodes)]
         grids = [uniform_times(e.start_ns, e.stop_ns, self.sample_rate) for e in self._episodes]
         self._item_episode = np.concatenate([np.full(len(g), i, np.int64) for i, g in enumerate(grids)])   # M
         self._item_time = np.concatenate(grids).astype(np.int64)                                         # M
-        self.stats = compute_stats(self._episodes, {n: self.features[n] for n in [*self.obs_keys, action]})
+        used = dict.fromkeys([*self.obs_keys, action, *self.future_keys])
+        self.stats = compute_stats(self._episodes, {n: self.features[n] for n in used})
         self._cache: FrameCache | None = None
         self._cache_pid: int | None = None
 
@@ -123,7 +131,7 @@ class WindowDataset(Dataset):
     def _load_episode(self, ep: int) -> _Episode:
         """Low-dim values and image stamps of one episode (no video decoding)."""
         lowdim, images = {}, {}
-        for name in dict.fromkeys([*self.obs_keys, self.action_key]):
+        for name in dict.fromkeys([*self.obs_keys, self.action_key, *self.future_keys]):
             if self.features[name].kind == "image":
                 images[name] = np.asarray(self.source.image_stamps(ep, name), np.int64)
             else:
@@ -162,7 +170,10 @@ class WindowDataset(Dataset):
         for name in self.obs_keys:
             out[f"obs.{name}"] = self._window(ep, name, np.clip(obs_t, ep.start_ns, ep.stop_ns))
         out["obs_is_pad"] = torch.from_numpy(obs_t < ep.start_ns)
-        out["action"] = self._window(ep, self.action_key, np.clip(act_t, ep.start_ns, ep.stop_ns))
+        act_clipped = np.clip(act_t, ep.start_ns, ep.stop_ns)
+        out["action"] = self._window(ep, self.action_key, act_clipped)
+        for name in self.future_keys:
+            out[f"future.{name}"] = self._window(ep, name, act_clipped)
         out["action_is_pad"] = torch.from_numpy(act_t > ep.stop_ns)
         out["episode_index"] = torch.tensor(ep.index, dtype=torch.int64)
         out["t_ns"] = torch.tensor(t, dtype=torch.int64)

@@ -79,6 +79,11 @@ class PolicyConfig:
         if not self.obs:
             raise PolicyError("a policy needs at least one observation feature")
 
+    @property
+    def future(self) -> tuple[str, ...]:
+        """Low-dim features the policy trains on at the action times (`future.<name>` (B, H, D) in a batch)."""
+        return ()
+
 
 class Policy(torch.nn.Module, ABC):
     name: ClassVar[str]

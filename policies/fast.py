@@ -1,11 +1,14 @@
 """`FastDecoderNode`: the fast part of a slow-fast policy (RDP), in its own process.
 
 The slow `PolicyServerNode` publishes the policy's latent (`robot_stack_msgs/LatentChunk` on
-`latent_chunk`, header.stamp = the time of the chunk's step 0). At `fast_hz` this node re-decodes
-the newest latent with the freshest force/tactile readings (`config.fast_obs`, each its newest
-sample) and publishes the steps of the executed range [start_step, start_step + chunk_steps) that
-are still ahead as an `ActionChunk` on `action_chunk` (header.stamp = the time of the first step
-sent, observation_stamp = the newest fast reading used), which the robot node interpolates.
+`latent_chunk`, header.stamp = the time of the chunk's step 0). At `fast_hz` this node re-decodes the
+newest latent with the freshest force/tactile readings (`config.fast_obs`): with RDP's `fast_per_step`
+(default) the readings at the times of the chunk's steps already passed, interpolated from the
+stream's history like the training loader's `future` windows, then the newest one for the current
+step, held over the rest; otherwise the newest sample alone, held over the chunk. It publishes the
+steps of the executed range [start_step, start_step + chunk_steps) that are still ahead as an
+`ActionChunk` on `action_chunk` (header.stamp = the time of the first step sent, observation_stamp =
+the newest fast reading used), which the robot node interpolates.
 
 Refuses (nothing published, `~/status` names the key, one log line) when a fast reading is missing or
 older than `max_obs_age_s`. Latents from another checkpoint (policy_id) or of the wrong shape are
@@ -39,6 +42,7 @@ class FastDecoderNode(ServingNode):
         self.fast_obs = list(getattr(self.config, "fast_obs", ()))
         if not self.fast_obs:
             raise PolicyError(f"'{self.policy.name}' config names no fast_obs features")
+        self.per_step = bool(getattr(self.config, "fast_per_step", False))
         self.fast_hz = self.declare_parameter("fast_hz", 0.0).value or self.config.fast_hz
         self.inputs = self.make_inputs(self.fast_obs)
         self.latent: torch.Tensor | None = None
@@ -74,11 +78,8 @@ class FastDecoderNode(ServingNode):
         if first >= end:
             self.expired += 1
             return
-        stamps, readings = [], {}
-        for name in self.fast_obs:
-            stamp, value = self.inputs.newest(name)
-            stamps.append(stamp)
-            readings[name] = torch.from_numpy(value)[None].to(self.device)       # 1, D (broadcast over the chunk)
+        stamps = [self.inputs.newest(name)[0] for name in self.fast_obs]
+        readings = self._readings(min(stamps), dt_ns)
         actions = self.run_policy(self.policy.decode, self.latent, readings)
         if actions is None:
             return
@@ -87,6 +88,17 @@ class FastDecoderNode(ServingNode):
         self.out_pub.publish(action_chunk_msg(rows, self.action_names, first_ns, self.dt_s, max(stamps),
                                               self.policy_id))
         self.published(max(stamps))
+
+    def _readings(self, newest_ns: int, dt_ns: float) -> dict[str, torch.Tensor]:
+        """{name: (1, k+1, D)}: the readings at the times of chunk steps 0..k-1 already reached, then the newest
+        one for the current step k (held by the decoder over the rest); without `fast_per_step`, (1, D) the newest."""
+        newest = {n: torch.from_numpy(self.inputs.newest(n)[1])[None] for n in self.fast_obs}     # 1, D
+        if not self.per_step:
+            return {n: v.to(self.device) for n, v in newest.items()}
+        k = min(max(int((newest_ns - self.latent_step0_ns) // dt_ns), 0), self.config.horizon - 1)
+        times = self.latent_step0_ns + np.round(np.arange(k) * dt_ns).astype(np.int64)
+        return {n: torch.cat([torch.from_numpy(self.inputs.lowdim_at(n, times)), newest[n]])[None].to(self.device)
+                for n in self.fast_obs}
 
     def counters(self) -> dict[str, Any]:
         return {**super().counters(), "latents": self.latents, "foreign_latents": self.foreign_latents,

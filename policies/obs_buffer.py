@@ -300,6 +300,10 @@ class ObservationInputs:
         stamps, values = self.buffers[name].ordered()
         return int(stamps[-1]), values[-1]
 
+    def lowdim_at(self, name: str, times: np.ndarray) -> np.ndarray:
+        """(T, D) float32 values of a low-dim feature at `times` (interpolated; edge values outside the history)."""
+        return self.buffers[name].at(times, image=False)[0]
+
     def window(self, times: np.ndarray, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """`obs.<feature>` (1, T, ...) float32 at `times` and `obs_is_pad` (1, T), like a loader batch."""
         out, pad = {}, np.zeros(len(times), bool)

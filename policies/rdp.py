@@ -28,11 +28,12 @@ The parts a stage does not train get `requires_grad=False` (the trainer's optimi
 `latent_std` (a buffer, saved with the checkpoint) tracks the latent's standard deviation while the
 tokenizer trains (EMA), so the diffusion sees unit-scale targets.
 
-Fast features in training: the decoder wants the reading at each chunk step, but `WindowDataset`
-gives observation windows that *end* at the chunk start. If the batch holds `fast.<name>` (B, H, F)
-(the fast feature sampled at the action times, e.g. from a second `WindowDataset` whose action is
-the fast feature), the decoder trains on it; otherwise the latest reading `obs.<name>[:, -1]` is held
-over the chunk, which is also what the fast loop feeds at run time (one fresh reading, broadcast).
+Fast features in training (`fast_per_step`, default on, the paper's recipe): the decoder trains on
+the fast reading at each chunk step, `future.<name>` (B, H, F), which the loader samples at the
+action times (`config.future` names them); being causal, output step k sees readings 0..k only. At
+run time the fast loop feeds the readings at the chunk steps reached so far (`decode` takes
+(B, T<=H, F)), the newest held over the rest. With `fast_per_step=False` the latest observed reading `obs.<name>[:, -1]`
+is held over the whole chunk in training, and the fast loop feeds only the newest reading.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ STAGES = ("tokenizer", "latent", "joint")
 class RdpConfig(PolicyConfig):
     fast_obs: tuple[str, ...] = ("observation.wrench",)   # force / tactile features of the fast decoder
     slow_uses_fast: bool = True       # the slow latent diffusion also sees the fast features' n_obs window
+    fast_per_step: bool = True        # the decoder trains on / is fed the reading at each chunk step
     stage: str = "joint"              # "tokenizer" | "latent" | "joint" (see the module docstring)
     slow_hz: float = 6.0
     fast_hz: float = 100.0
@@ -96,6 +98,10 @@ class RdpConfig(PolicyConfig):
             object.__setattr__(self, "obs", (*self.obs, *missing))     # the dataset must load them too
         if not self.slow_uses_fast and not [n for n in self.obs if n not in self.fast_obs]:
             raise PolicyError("rdp: no slow observation left (obs minus fast_obs); add one or set slow_uses_fast")
+
+    @property
+    def future(self) -> tuple[str, ...]:
+        return tuple(self.fast_obs) if self.fast_per_step else ()
 
 
 def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -220,9 +226,13 @@ class ReactiveDiffusionPolicy(Policy):
         return torch.cat(parts, dim=-1)
 
     def _training_fast(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, H, F): `fast.<name>` at the action times when the batch has it, else the latest obs reading held."""
-        if all(f"fast.{n}" in batch for n in self.config.fast_obs):
-            return self._fast({n: batch[f"fast.{n}"] for n in self.config.fast_obs})
+        """(B, H, F) readings at the action times (`future.<name>`), or (B, F) the latest observed one, held."""
+        if self.config.fast_per_step:
+            missing = [f"future.{n}" for n in self.config.fast_obs if f"future.{n}" not in batch]
+            if missing:
+                raise PolicyError(f"rdp (fast_per_step): batch lacks {missing}: build the dataset with "
+                                  f"future={list(self.config.future)} (policies.train.window_dataset does)")
+            return self._fast({n: batch[f"future.{n}"] for n in self.config.fast_obs})
         self._require(batch, self.config.fast_obs)
         return self._fast({n: batch[f"obs.{n}"][:, -1] for n in self.config.fast_obs})     # B, F (held)
 

@@ -9,12 +9,13 @@ the streams a dataset holds (and so the policy's inputs):
   expert: `state` (JointState named `layout.state_names`), `action` (JointState), `wrench`
   (WrenchStamped, when the layout has force) and one video stream per camera, all stamped with the
   task's sim time at the control step, the action with the observation it answered.
-- `rollout(policy, task, layout, seed)` runs one episode the way the servers do, at the task's control
-  rate: the slow part (`predict_action`, or RDP's `predict_latent`) every `n_action_steps` steps on the
-  last `n_obs` observations; in between, the chunk's steps are executed one per control step, and a
-  policy with a fast decoder re-decodes the current latent with the freshest force reading at every
-  step (`fast=False` holds the chunk decoded at the slow step instead). Returns success, final
-  progress, steps and the slow/fast inference latencies.
+- `rollout(policy, task, layout, seed)` runs one episode the way the servers do, at the task's
+  control rate: the slow part (`predict_action`, or RDP's `predict_latent`) every `n_action_steps`
+  steps on the last `n_obs` observations; in between, the chunk's steps are executed one per control
+  step, and a policy with a fast decoder re-decodes the current latent at every step with the force
+  readings of the chunk's steps so far (RDP `fast_per_step`; otherwise the freshest one)
+  (`fast=False` holds the chunk decoded at the slow step instead). Returns success, final progress,
+  steps and the slow/fast inference latencies.
 
 The deployed path (`robot-stack eval`: sim and server processes over DDS, lockstep) runs the same
 schedule through topics; this one is for sweeps (`benchmarks/success.py`) and tests.
@@ -158,6 +159,8 @@ def rollout(policy: Policy, task: Any, layout: TaskLayout, seed: int, *, fast: b
     history: deque[dict[str, torch.Tensor]] = deque([_inputs(policy, layout, obs)] * cfg.n_obs, maxlen=cfg.n_obs)
     result = RolloutResult(int(seed), False, 0.0, 0)
     chunk = latent = None
+    per_step = bool(getattr(cfg, "fast_per_step", False))
+    since: list[dict[str, torch.Tensor]] = []          # observations at the chunk's steps 0..k
     k = cfg.n_action_steps
     while not task.done():
         if k >= cfg.n_action_steps:
@@ -169,10 +172,12 @@ def rollout(policy: Policy, task: Any, layout: TaskLayout, seed: int, *, fast: b
             else:
                 chunk = policy.predict_action(batch, generator=gen)[0].cpu().numpy()     # H, D
             result.slow_ms.append((time.perf_counter() - t0) * 1e3)
-            k = 0
+            k, since = 0, []
+        since.append(history[-1])
         if decoder:
             t0 = time.perf_counter()
-            fresh = {n: history[-1][n][None].to(device) for n in cfg.fast_obs}
+            seen = since if per_step else since[-1:]
+            fresh = {n: torch.stack([o[n] for o in seen])[None].to(device) for n in cfg.fast_obs}   # 1, k+1 | 1, D
             action = policy.decode(latent, fresh)[0, k].cpu().numpy()
             result.fast_ms.append((time.perf_counter() - t0) * 1e3)
         else:

@@ -94,7 +94,8 @@ def window_dataset(source: Any, config: PolicyConfig, loader: LoaderConfig | Non
     loader = loader or LoaderConfig()
     return WindowDataset(source, obs=config.obs, action=config.action, n_obs=config.n_obs, obs_rate=config.obs_rate,
                          horizon=config.horizon, action_rate=config.action_rate,
-                         sample_rate=loader.sample_rate or None, episodes=episodes, cache_bytes=loader.cache_bytes)
+                         sample_rate=loader.sample_rate or None, episodes=episodes, future=config.future,
+                         cache_bytes=loader.cache_bytes)
 
 
 def build_policy(name: str, config_overrides: dict[str, Any] | None, ds: WindowDataset, *, source: str = "<config>",

@@ -96,6 +96,24 @@ def test_windows_equal_the_analytic_values(store_path):
             assert abs(float(images[step].mean()) * 255 - intensity(k)) < 3
 
 
+def test_future_windows_sample_an_observation_at_the_action_times(store_path):
+    """`future=[...]`: a low-dim feature at the action window's times (what a reactive decoder trains on)."""
+    root, cams = store_path
+    ds = _dataset(root, obs_rate=20.0, action_rate=5.0, sample_rate=10.0, future=["observation.state"])
+    plain = _dataset(root, obs_rate=20.0, action_rate=5.0, sample_rate=10.0)
+    start, stop = max(T0 + 1_000_000, int(cams[0][0])), min(T0 + 2_000_000_000, int(cams[0][-1]))
+    for i in (0, 4, len(ds.sample_times(0)) - 1):                          # incl. one padded past the end
+        item, t = ds[i], int(ds.sample_times(0)[i])
+        act_t = np.clip(t + np.arange(6) * 200_000_000, start, stop)
+        assert item["future.observation.state"].shape == (6, 2)
+        np.testing.assert_allclose(item["future.observation.state"].numpy(), state_of(act_t, 0), atol=1e-5)
+        assert set(item) - set(plain[i]) == {"future.observation.state"}
+    with pytest.raises(LoaderError, match="low-dim"):
+        _dataset(root, future=["observation.images.cam"])
+    with pytest.raises(LoaderError, match="unknown feature 'observation.wrench'"):
+        _dataset(root, future=["observation.wrench"])
+
+
 def test_padding_repeats_edges_and_is_masked(store_path):
     root, cams = store_path
     ds = _dataset(root)
@@ -210,7 +228,7 @@ def test_bad_config_is_a_clear_error(store_path):
         _dataset(root, episodes=[0, 9])
     with pytest.raises(LoaderError, match="neither an episode store"):
         WindowDataset(root.parent)
-    with pytest.raises(LoaderError, match="is an image"):
+    with pytest.raises(LoaderError, match="must be low-dim, got image"):
         _dataset(root, action="observation.images.cam", obs=["observation.state"])
 
 

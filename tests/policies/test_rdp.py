@@ -46,7 +46,7 @@ def wipe_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wipe_data(wipe_store):
     return WindowDataset(wipe_store, obs=["observation.state", "observation.wrench"], features=WIPE_FEATURES,
-                         n_obs=2, obs_rate=RATE, horizon=16, action_rate=RATE)
+                         n_obs=2, obs_rate=RATE, horizon=16, action_rate=RATE, future=["observation.wrench"])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -118,10 +118,18 @@ def test_shapes_and_losses(wipe_data):
         losses = policy.with_stage(stage).compute_loss(batch)
         assert losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
         assert ("recon" in losses) == (stage != "latent") and ("diffusion" in losses) == (stage != "tokenizer")
-    # per-step fast readings over the chunk (`fast.<name>`, B, H, D), when a loader provides them, are used
-    held = policy.compute_loss(batch, generator=torch.Generator().manual_seed(0))["recon"]
-    stepped = {**batch, "fast.observation.wrench": torch.randn(4, 16, 6, generator=torch.Generator().manual_seed(1))}
-    assert policy.compute_loss(stepped, generator=torch.Generator().manual_seed(0))["recon"] != held
+    # fast_per_step (default): the decoder trains on the loader's readings at the action times
+    assert policy.config.future == ("observation.wrench",)
+    assert batch["future.observation.wrench"].shape == (4, 16, 6)
+    stepped = policy.compute_loss(batch, generator=torch.Generator().manual_seed(0))["recon"]
+    moved = {**batch, "future.observation.wrench": torch.randn(4, 16, 6, generator=torch.Generator().manual_seed(1))}
+    assert policy.compute_loss(moved, generator=torch.Generator().manual_seed(0))["recon"] != stepped
+    with pytest.raises(PolicyError, match=r"future\.observation\.wrench"):
+        policy.compute_loss({k: v for k, v in batch.items() if not k.startswith("future.")})
+    # fast_per_step=False: the latest observed reading, held; the future windows are not asked for
+    held = make_policy(wipe_data, fast_per_step=False)
+    assert held.config.future == ()
+    assert torch.isfinite(held.compute_loss({k: v for k, v in batch.items() if not k.startswith("future.")})["loss"])
     policy.eval()
     latent = policy.predict_latent(batch, torch.Generator().manual_seed(0))
     assert latent.shape == (4, 4, 8)                                     # B, H/4, c
@@ -204,7 +212,8 @@ def test_shared_trainer_runs_both_stages(wipe_store, tmp_path):
 
 def test_short_training_approaches_demos(wipe_data):
     """300 steps of joint training on 3 episodes (~10 s): predicted chunks (slow DDIM + fast decode with the
-    observed wrench) much closer to the demos than the mean action. Seen: ~0.12x the baseline error."""
+    wrench at each chunk step, as the fast loop feeds it) much closer to the demos than the mean action.
+    Seen: ~0.12x the baseline error."""
     policy = make_policy(wipe_data, seed=1, denoiser_width=128)
     data = _batch(wipe_data, range(len(wipe_data)))                              # every item, M ~ 240
     gen = np.random.default_rng(0)
@@ -219,7 +228,8 @@ def test_short_training_approaches_demos(wipe_data):
         optim.step()
     policy.eval()
     batch = _batch(wipe_data, range(0, len(wipe_data), 3))
-    pred = policy.predict_action(batch, torch.Generator().manual_seed(0))          # B, H, 3 (m)
+    latent = policy.predict_latent(batch, torch.Generator().manual_seed(0))
+    pred = policy.decode(latent, {"observation.wrench": batch["future.observation.wrench"]})   # B, H, 3 (m)
     target = batch["action"]
     mean_action = torch.tensor(wipe_data.stats["action"]["mean"], dtype=torch.float32)
     err = (pred - target).norm(dim=-1).mean()

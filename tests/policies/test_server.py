@@ -273,20 +273,26 @@ def test_serves_a_real_diffusion_policy_checkpoint(rig, tmp_path):
 
 
 # --- slow-fast (RDP): latent from the server, fast decoder re-decodes with fresh wrench ----------
-@pytest.fixture(scope="module")
-def rdp_ckpt(tmp_path_factory):
+def _rdp_ckpt(root, **overrides):
     from policies.rdp import RdpConfig, ReactiveDiffusionPolicy
 
-    config = RdpConfig(obs=(STATE, WRENCH), fast_obs=(WRENCH,), n_obs=2, horizon=8, n_action_steps=8,
+    config = RdpConfig(**overrides, obs=(STATE, WRENCH), fast_obs=(WRENCH,), n_obs=2, horizon=8, n_action_steps=8,
                        action_rate=5.0, slow_hz=5.0, fast_hz=50.0, latent_dim=4, downsample=4, encoder_width=16,
                        decoder_width=16, fast_embed=8, denoiser_width=32, denoiser_depth=1, train_timesteps=10,
                        inference_steps=2)
     features = {k: FEATURES[k] for k in (STATE, WRENCH, "action")}
     policy = ReactiveDiffusionPolicy(config, features, Normalizer.from_stats({k: NORMALIZER[k] for k in features}))
-    return policy.save(tmp_path_factory.mktemp("rdp") / "rdp_v1")
+    return policy.save(root / "rdp_v1")
 
 
-def test_rdp_latent_and_fast_decoder_follow_fresh_force(rig, rdp_ckpt):
+@pytest.fixture(scope="module")
+def rdp_ckpt(tmp_path_factory):
+    return _rdp_ckpt(tmp_path_factory.mktemp("rdp"))
+
+
+@pytest.mark.parametrize("per_step", [True, False], ids=["per-step", "held"])
+def test_rdp_latent_and_fast_decoder_follow_fresh_force(rig, tmp_path, per_step):
+    rdp_ckpt = _rdp_ckpt(tmp_path, fast_per_step=per_step)
     latents = []
     rig.feeder.create_subscription("robot_stack_msgs/msg/LatentChunk", "/latent_chunk", latents.append, 100)
     obs_map = {STATE: "/joint_states", WRENCH: "/wrench"}
@@ -307,7 +313,12 @@ def test_rdp_latent_and_fast_decoder_follow_fresh_force(rig, rdp_ckpt):
         first = round((Time.from_msg(msg.header.stamp).nanoseconds - step0) / 200e6)
         assert 0 <= first < 8 and msg.steps == 8 - first                    # only the steps still ahead
         assert Time.from_msg(msg.header.stamp).nanoseconds == step0 + first * 200_000_000
-        return fast.policy.decode(latent, {WRENCH: torch.tensor(wrench, dtype=torch.float32)[None]})[0, first:]
+        readings = torch.tensor(wrench, dtype=torch.float32)[None]           # 1, D: the newest, held
+        if per_step:        # the readings at the chunk steps already passed (from the history), then the newest
+            passed = (fast.inputs.newest(WRENCH)[0] - step0) // 200_000_000
+            times = step0 + np.arange(min(passed, 7)) * 200_000_000
+            readings = torch.cat([torch.from_numpy(fast.inputs.lowdim_at(WRENCH, times)), readings])[None]
+        return fast.policy.decode(latent, {WRENCH: readings})[0, first:]
 
     n = len(rig.chunks)
     assert rig.spin_until(lambda: len(rig.chunks) >= n + 2)
@@ -321,6 +332,18 @@ def test_rdp_latent_and_fast_decoder_follow_fresh_force(rig, rdp_ckpt):
     pushed = expected(msg, force).numpy()
     assert np.allclose(np.asarray(msg.actions).reshape(-1, 7), pushed, atol=1e-5)
     assert not np.allclose(pushed, calm[len(calm) - len(pushed):], atol=1e-4)
+    if per_step:        # once step 1 has passed, step 0 keeps the calm reading of its time; the newest is the contact
+        switched = now_ns()
+        assert rig.spin_until(lambda: fast.inputs.newest(WRENCH)[0] > max(switched, step0 + 250_000_000)
+                              and rig.chunks[-1] is not msg)
+        msg = rig.chunks[-1]
+        times = step0 + np.arange(2) * 200_000_000
+        seq = torch.from_numpy(fast.inputs.lowdim_at(WRENCH, times))
+        assert torch.equal(seq[0], torch.zeros(6)) and (np.diff(times) > 0).all()
+        stepped = expected(msg, force).numpy()
+        assert np.allclose(np.asarray(msg.actions).reshape(-1, 7), stepped, atol=1e-5)
+        held = fast.policy.decode(latent, {WRENCH: torch.tensor(force, dtype=torch.float32)[None]})[0, -len(stepped):]
+        assert not np.allclose(stepped, held.numpy(), atol=1e-4)            # the history matters
     assert fast.latency()["predict"]["count"] >= 5 and fast.latents >= 1
 
 
