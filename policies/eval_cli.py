@@ -39,6 +39,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-timeout", type=float, default=5.0, metavar="S",
                    help="lockstep: wall seconds the sim waits for the policy before going on")
     p.add_argument("--episode-timeout", type=float, default=600.0, metavar="S", help="wall seconds per episode")
+    p.add_argument("--wrench-topic", default="wrench", metavar="TOPIC",
+                   help="the sim's WrenchStamped topic for contact forces (wrench; '' records none)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run each worker as a Ray task: alone, on a new local Ray instance; with ADDRESS "
                    "(host:port, ray://host:port or auto), on that cluster (pip install 'robot-stack[ray]')")
@@ -54,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
                       max_steps=args.max_steps, video=args.video, device=args.device,
                       policy_modules=tuple(args.policy_modules), obs_map=read_obs_map(args.obs_map),
                       domain_base=args.domain_base, sync_timeout_s=args.sync_timeout,
-                      episode_timeout_s=args.episode_timeout)
+                      episode_timeout_s=args.episode_timeout, wrench_topic=args.wrench_topic)
 
 
 def _raise_interrupt(_signum: int, _frame: Any) -> None:

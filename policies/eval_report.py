@@ -3,6 +3,8 @@
 `write_report(results, out, info)` writes `out/report.json`, `out/report.md` and `out/success.png`
 from a list of per-episode results (`policies.evaluate.EpisodeResult` or anything with the same
 attributes); it is a pure function of its inputs, so reports can be rebuilt or merged offline.
+Rows carry each episode's contact force and command smoothness when recorded; the summary's
+`force_n` and `smoothness` are `policies.paired_report.side_summary`'s (null when none was).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ def summary(results: list[Any]) -> dict[str, Any]:
     wins = sum(bool(r.success) for r in results)
     lo, hi = wilson_interval(wins, n)
     times = [r.time_to_success_s for r in results if r.success and r.time_to_success_s is not None]
+    from policies.paired_report import episode_record, side_summary  # it imports this module
+
+    paired = side_summary([episode_record(r, k) for k, r in enumerate(results)])
     return {"episodes": n, "successes": wins, "success_rate": wins / n if n else 0.0,
             "wilson95": [lo, hi], "mean_final_progress": sum(r.final_progress for r in results) / n if n else 0.0,
             "mean_time_to_success_s": sum(times) / len(times) if times else None,
             "errors": sum(bool(getattr(r, "error", "")) for r in results),
-            "sync_timeouts": sum(int(getattr(r, "sync_timeouts", 0)) for r in results)}
+            "sync_timeouts": sum(int(getattr(r, "sync_timeouts", 0)) for r in results),
+            "force_n": paired["force_n"], "smoothness": paired["smoothness"]}
 
 
 def write_report(results: list[Any], out: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -68,16 +74,31 @@ def markdown(data: dict[str, Any], out: Path) -> str:
              f"max steps: {data.get('max_steps', '')}",
              f"- **success rate: {s['success_rate']:.1%} ({s['successes']}/{s['episodes']}), "
              f"Wilson 95% interval [{lo:.1%}, {hi:.1%}]**",
-             f"- mean final progress: {s['mean_final_progress']:.3f}; lockstep timeouts: {s['sync_timeouts']}", ""]
-    lines += ["| seed | success | steps | time to success (s) | final progress | wall (s) | video |",
-              "|---:|:---:|---:|---:|---:|---:|---|"]
+             f"- mean final progress: {s['mean_final_progress']:.3f}; lockstep timeouts: {s['sync_timeouts']}",
+             f"- contact force |F| (N): {_group(s.get('force_n'), 'mean', 'max', '.2f')}; command smoothness: "
+             f"{_group(s.get('smoothness'), 'mean_squared_jerk', 'mean_abs_delta', '.4g')}", ""]
+    lines += ["| seed | success | steps | time to success (s) | final progress | wall (s) | max force (N) "
+              "| sq. jerk | video |", "|---:|:---:|---:|---:|---:|---:|---:|---:|---|"]
     for e in data["episodes"]:
         tts = "" if e["time_to_success_s"] is None else f"{e['time_to_success_s']:.2f}"
         video = f"[mp4]({Path(e['video']).relative_to(out)})" if e["video"] and _inside(e["video"], out) else ""
         ok = "yes" if e["success"] else ("error: " + e["error"] if e.get("error") else "no")
         lines.append(f"| {e['seed']} | {ok} | {e['steps']} | {tts} | {e['final_progress']:.3f} | "
-                     f"{e['wall_s']:.1f} | {video} |")
+                     f"{e['wall_s']:.1f} | {_num(e.get('force_max_n'), '.2f')} | "
+                     f"{_num(e.get('mean_squared_jerk'), '.4g')} | {video} |")
     return "\n".join(lines) + "\n\n![progress](success.png)\n"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _group(part: dict[str, Any] | None, a: str, b: str, fmt: str) -> str:
+    """'a x, b y (n episodes)' of a summary group, or 'n/a' when nothing was recorded."""
+    if part is None:
+        return "n/a"
+    return f"{a.replace('_', ' ')} {_num(part[a], fmt)}, {b.replace('_', ' ')} {_num(part[b], fmt)} " \
+           f"({part['episodes']} episodes)"
 
 
 def _inside(path: str, root: Path) -> bool:

@@ -12,6 +12,13 @@ domain), waits until the server acts, then per episode sends `episode_events` RE
 `episode_id` = seed, follows `task/status` until success or `max_steps` task steps, keeps the
 progress curve and encodes `fixed/image_raw` frames to `videos/ep_<seed>.mp4`.
 
+Force and smoothness, as `robot-stack eval-real` measures them (`policies.paired_report`
+`episode_metrics`), from the episode's start (`reset_ns`) to its last status, in sim time: the
+`wrench_topic` samples (the sim's wrist F/T, `wrench`, published at `FT_HZ` in eval launches; every
+sim arm has one, so the force is that of the tool on the wrist, tared at the episode's first reading
+like a real F/T biased before a run) and every `task/action_chunk` the policy server sends, taken to
+act from its observation stamp: in lockstep the sim waits at that stamp for the chunk.
+
 Observation map: per checkpoint feature, images come from `<camera>/image_raw` (the sim renders
 the cameras the policy needs, at the feature's size) and low-dim state from `task/observation`,
 whose names are `<key>.<dim>` (e.g. `agent_pos.x`). Datasets name state dims their own way
@@ -34,14 +41,18 @@ from typing import Any
 import numpy as np
 
 from policies.base import PolicyError, read_checkpoint_meta
+from policies.paired_report import Command, chunk_command, episode_metrics
 from robot_stack import convert, messages
-from robot_stack.clock import Time
+from robot_stack.clock import NS, Time
 from robot_stack.node import Node
 
 SIM_CLASS = "sim.node:SimNode"
 SERVER_CLASS = "policies.eval_server:LockstepPolicyServer"
 STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
 EPISODE_EVENT = "robot_stack_msgs/msg/EpisodeEvent"
+ACTION_CHUNK = "robot_stack_msgs/msg/ActionChunk"
+WRENCH = "geometry_msgs/msg/WrenchStamped"
+FT_HZ = 100.0                      # sim wrist F/T rate in eval launches (its low-pass is at 30 Hz)
 EPISODE_RESET = 5
 VIDEO_CAMERA = "fixed"
 MAX_DOMAIN_ID = 232
@@ -51,6 +62,9 @@ STATE_ALIASES = {
     "push_t": {"agent_x": "agent_pos.x", "agent_y": "agent_pos.y", "block_x": "block_pose.x",
                "block_y": "block_pose.y", "block_yaw": "block_pose.yaw", "block_sin": "sin:block_pose.yaw",
                "block_cos": "cos:block_pose.yaw"},
+    "wipe": {**{f"ee_{a}": f"ee_pos.{a}" for a in "xyz"}, **{f"area_{a}": f"surface_pos.{a}" for a in "xyz"},
+             **{f"normal_{a}": f"surface_normal.n{a}" for a in "xyz"},
+             **{f"{part}.{a}": f"wrench.{part[0]}{a}" for part in ("force", "torque") for a in "xyz"}},
 }
 
 
@@ -77,6 +91,7 @@ class EvalConfig:
     sync_timeout_s: float = 5.0
     startup_timeout_s: float = 120.0
     episode_timeout_s: float = 600.0
+    wrench_topic: str = "wrench"           # "": record no force
 
     def __post_init__(self):
         for name in ("episodes", "workers", "max_steps"):
@@ -111,6 +126,12 @@ class EpisodeResult:
     frames: int = 0
     sync_timeouts: int = 0                 # lockstep waits the sim gave up on during the episode
     error: str = ""
+    commands: int = 0                      # action chunks (commands) of the episode
+    force_samples: int = 0                 # wrench samples of the episode
+    force_mean_n: float | None = None      # |F| (N), None without samples
+    force_max_n: float | None = None
+    mean_squared_jerk: float | None = None  # of the executed commands (`policies.paired_report`)
+    mean_abs_delta: float | None = None
 
 
 # --- launch ------------------------------------------------------------------------------------
@@ -152,7 +173,7 @@ def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[st
     sim = {"task": cfg.task, "realtime": False, "sync_period_s": 1.0 / slow_hz, "sync_timeout_s": cfg.sync_timeout_s,
            "seed": INITIAL_SEED - worker, "perturb": cfg.perturb, "randomize": cfg.randomize, "cameras": cams,
            "camera_width": width, "camera_height": height, "camera_hz": slow_hz, "task_status_hz": slow_hz,
-           "stop_periods": 5000}
+           "stop_periods": 5000, "ft_hz": FT_HZ}
     threads = max(1, (os.cpu_count() or 1) // min(cfg.workers, cfg.episodes))   # one share of the cores each
     server = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "device": cfg.device, "use_sim_time": True,
               "torch_threads": threads,
@@ -184,11 +205,18 @@ def status_values(msg: Any) -> dict[str, str]:
 
 
 class EvalDriver(Node):
-    """Runs episodes on one worker's sim: RESET, follow `task/status`, record frames and the result."""
+    """Runs episodes on one worker's sim: RESET, follow `task/status`, record frames, commands, wrench
+    and the result."""
 
-    def __init__(self, worker: int, *, max_steps: int, control_hz: float, video_dir: Path | None, **kwargs: Any):
+    def __init__(self, worker: int, *, max_steps: int, control_hz: float, video_dir: Path | None,
+                 action_dt_s: float = 0.1, wrench_topic: str = "wrench", **kwargs: Any):
         super().__init__(f"eval_driver_{worker}", publish_stats=False, **kwargs)
         self.worker, self.max_steps, self.control_hz, self.video_dir = worker, max_steps, control_hz, video_dir
+        self.action_dt_s = action_dt_s
+        self.recording = False               # chunks and wrench samples go into the lists below
+        self.commands: list[Command] = []    # sim time; received = the chunk's observation stamp
+        self.forces: list[tuple[int, np.ndarray]] = []    # (stamp_ns, (3,) force)
+        self._end_ns: int | None = None      # sim time of the episode's last status
         self.server_state = "starting"
         self.ready = False                   # the server has acted once (it is up and has observations)
         self.episode: EpisodeResult | None = None
@@ -199,6 +227,9 @@ class EvalDriver(Node):
         self.reset_pub = self.create_publisher(EPISODE_EVENT, "episode_events", 10)
         self.create_subscription(STATUS, "task/status", self._on_status, 100)
         self.create_subscription(STATUS, "/policy_server/status", self._on_server_status, 10)
+        self.create_subscription(ACTION_CHUNK, "task/action_chunk", self._on_chunk, 10)
+        if wrench_topic:
+            self.create_subscription(WRENCH, wrench_topic, self._on_wrench, "sensor_data")
         if video_dir is not None:
             self.create_subscription("sensor_msgs/msg/Image", f"{VIDEO_CAMERA}/image_raw", self._on_frame,
                                      "sensor_data")
@@ -214,6 +245,7 @@ class EvalDriver(Node):
     def start(self, seed: int) -> None:
         self.episode, self.started = EpisodeResult(seed, self.worker), False
         self._t0 = time.perf_counter()
+        self.commands, self.forces, self.recording, self._end_ns = [], [], True, None
         self._send_reset()
 
     def _send_reset(self) -> None:
@@ -255,7 +287,25 @@ class EvalDriver(Node):
         if values["success"] == "True":
             ep.success, ep.time_to_success_s = True, float(values.get("elapsed_s", "nan"))
         if ep.success or steps >= self.max_steps:
+            if "elapsed_s" in values:
+                self._end_ns = self._start_ns + round(float(values["elapsed_s"]) * NS)
             self._finish()
+
+    def _on_chunk(self, msg: Any) -> None:
+        if self.recording:
+            self.commands.append(chunk_command(msg, Time.from_msg(msg.observation_stamp).nanoseconds))
+
+    def _on_wrench(self, msg: Any) -> None:
+        if self.recording:
+            self.forces.append((Time.from_msg(msg.header.stamp).nanoseconds, convert.wrench_vector(msg)[:3]))
+
+    def _metrics(self) -> dict[str, Any]:
+        """`episode_metrics` of what was recorded between the episode's start and its end (sim time)."""
+        end = self._end_ns if self._end_ns is not None else 2**63 - 1
+        commands = [c for c in self.commands if self._start_ns <= c[0] <= end]
+        forces = np.array([f for stamp, f in sorted(self.forces, key=lambda sf: sf[0])
+                           if self._start_ns <= stamp <= end]).reshape(-1, 3)   # (N, 3)
+        return episode_metrics(commands, forces - forces[:1], self.action_dt_s)  # tared at the first reading
 
     def _open_video(self, ep: EpisodeResult) -> None:
         if self.video_dir is None:
@@ -275,6 +325,10 @@ class EvalDriver(Node):
     def _finish(self) -> None:
         ep = self.episode
         ep.wall_s = time.perf_counter() - self._t0
+        self.recording = False
+        if self.started:
+            for name, value in self._metrics().items():
+                setattr(ep, name, value)
         if self._encoder is not None:
             encoder, self._encoder = self._encoder, None
             try:
@@ -303,6 +357,7 @@ class Evaluation:
         self.slots = list(enumerate(cfg.domains()) if slots is None else slots)
         self.meta = read_checkpoint_meta(cfg.checkpoint)
         self.control_hz = float(self.meta["config"]["slow_hz"])
+        self.action_dt_s = 1.0 / float(self.meta["config"].get("action_rate", 10.0))
         self.supervisors: list[Any] = []
         self.drivers: list[EvalDriver] = []
         self.contexts: list[Any] = []
@@ -324,7 +379,8 @@ class Evaluation:
             ctx = Context("dds", domain_id=domain)
             self.contexts.append(ctx)
             self.drivers.append(EvalDriver(k, max_steps=self.cfg.max_steps, control_hz=self.control_hz,
-                                           video_dir=video_dir, context=ctx))
+                                           video_dir=video_dir, action_dt_s=self.action_dt_s,
+                                           wrench_topic=self.cfg.wrench_topic, context=ctx))
             self.progress("worker", (k, f"domain {domain}: starting sim + policy"))
 
     def run(self) -> list[EpisodeResult]:

@@ -44,7 +44,7 @@ import yaml
 
 from policies.base import PolicyError, read_checkpoint_meta
 from policies.evaluate import EPISODE_EVENT, EPISODE_RESET, MAX_DOMAIN_ID, EpisodeResult, _domain_env
-from policies.paired_report import METRICS_FILE, command_trajectory, force_stats, resample, smoothness
+from policies.paired_report import METRICS_FILE, Command, chunk_command, episode_metrics
 from robot_stack import convert, messages
 from robot_stack.clock import NS, Time
 from robot_stack.node import Node
@@ -98,16 +98,12 @@ class RealEvalConfig:
 
 @dataclass
 class RealEpisodeResult(EpisodeResult):
-    """A sim `EpisodeResult` (seed = episode index) plus what the robot side measures."""
+    """A sim `EpisodeResult` (seed = episode index; its `commands` = command messages the robot
+    received, its force and smoothness fields from the robot's `/wrench` and commands) plus the
+    operator's note and the episode's wall duration."""
 
     note: str = ""
     duration_s: float = 0.0
-    commands: int = 0                      # command messages the robot received during the episode
-    force_samples: int = 0
-    force_mean_n: float | None = None
-    force_max_n: float | None = None
-    mean_squared_jerk: float | None = None
-    mean_abs_delta: float | None = None
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -193,7 +189,7 @@ class RealEvalDriver(Node):
         self.measured: tuple[list[str], np.ndarray] | None = None
         self.start_pose: tuple[list[str], np.ndarray] | None = None
         self.recording = False
-        self.commands: list[tuple[int, int, int, tuple[str, ...], np.ndarray]] = []
+        self.commands: list[Command] = []
         self.forces: list[np.ndarray] = []
         self._hold: tuple[list[str], np.ndarray, int] | None = None
         self.chunk_pub = self.create_publisher(ACTION_CHUNK, "action_chunk", 10)
@@ -224,9 +220,7 @@ class RealEvalDriver(Node):
             if not self.recording:
                 return
             self.chunk_pub.publish(msg)
-            dt_ns = int(msg.dt.sec) * NS + int(msg.dt.nanosec)
-            rows = np.asarray(msg.actions, dtype=np.float64).reshape(int(msg.steps), len(msg.names))
-            self._record(Time.from_msg(msg.header.stamp).nanoseconds, dt_ns, tuple(msg.names), rows)
+            self.commands.append(chunk_command(msg, self._now_ns()))
 
     def _on_joint_command(self, msg: Any) -> None:
         with self.lock:
@@ -267,23 +261,10 @@ class RealEvalDriver(Node):
             self.commands, self.forces = [], []
             self._hold, self.recording = None, True
 
-    def end(self) -> tuple[list[tuple[int, int, int, tuple[str, ...], np.ndarray]], list[np.ndarray]]:
+    def end(self) -> tuple[list[Command], list[np.ndarray]]:
         with self.lock:
             self.recording = False
             return self.commands, self.forces
-
-
-def episode_metrics(commands: list[tuple[int, int, int, tuple[str, ...], np.ndarray]], forces: list[np.ndarray],
-                    dt_s: float) -> dict[str, Any]:
-    """Force and smoothness figures of one episode's recording (`policies.paired_report` metrics);
-    commands naming other joints than the first command does are left out of the trajectory."""
-    out: dict[str, Any] = {"commands": len(commands), "force_samples": len(forces), **force_stats(forces)}
-    names = commands[0][3] if commands else ()
-    same = [(recv, first, dt, rows) for recv, first, dt, n, rows in commands if n == names]
-    times, values = command_trajectory(same)
-    if len(times) >= 2:
-        out.update(smoothness(resample(times, values, dt_s), dt_s))
-    return out
 
 
 # --- running -------------------------------------------------------------------------------------

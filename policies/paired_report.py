@@ -31,11 +31,14 @@ a side's `force_n.mean` is the mean of the episodes' means, `max` the largest. A
 the executed command trajectory x_k (resampled at a uniform step dt, `command_trajectory`):
 mean squared jerk = mean over steps and joints of ((x_{k+3} - 3x_{k+2} + 3x_{k+1} - x_k) / dt^3)^2,
 and mean |Δaction| = mean over steps and joints of |x_{k+1} - x_k| (units of the action per step).
-A side's figure is the mean over its episodes.
+A side's figure is the mean over its episodes. Both sides record them with `episode_metrics`:
+`robot-stack eval-real` from the robot's `/wrench` and the commands the robot gets,
+`robot-stack eval` (`policies.evaluate`) from the sim's `wrench` (the wrist F/T every sim arm has,
+tared at the episode's first reading) and the policy's `task/action_chunk`, both in sim time.
 
 `compare_dirs(sim_dir, real_dir, out)` pairs two evaluation output directories: their
 `report.json` episodes, each row updated with the `metrics.json` row of the same `seed` when the
-directory has one (`robot-stack eval-real` writes it).
+directory has one (`robot-stack eval-real` writes it; a sim eval's rows carry the metrics themselves).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import numpy as np
 
 from policies.base import PolicyError
 from policies.eval_report import wilson_interval
+from robot_stack.clock import NS, Time
 
 SIDES = ("sim", "real")
 ROW_FIELDS = ("episode", "success", "completion_time_s", "duration_s", "force_mean_n", "force_max_n",
@@ -113,6 +117,33 @@ def force_stats(forces: Sequence[Sequence[float]]) -> dict[str, float | None]:
         return {"force_mean_n": None, "force_max_n": None}
     norms = np.linalg.norm(f.reshape(len(f), -1)[:, :3], axis=1)
     return {"force_mean_n": float(norms.mean()), "force_max_n": float(norms.max())}
+
+
+Command = tuple[int, int, int, tuple[str, ...], np.ndarray]   # (recv_ns, first_ns, dt_ns, names, (S, D) rows)
+
+
+def chunk_command(msg: Any, recv_ns: int) -> Command:
+    """The `Command` of a robot_stack_msgs/ActionChunk received at `recv_ns` (step k due at its
+    header stamp + k * dt; an unstamped chunk's first step is due on receipt)."""
+    first_ns = Time.from_msg(msg.header.stamp).nanoseconds
+    dt_ns = int(msg.dt.sec) * NS + int(msg.dt.nanosec)
+    rows = np.asarray(msg.actions, dtype=np.float64).reshape(int(msg.steps), len(msg.names))
+    return recv_ns, first_ns or recv_ns, dt_ns, tuple(msg.names), rows
+
+
+def episode_metrics(commands: Sequence[Command], forces: Sequence[Sequence[float]], dt_s: float) -> dict[str, Any]:
+    """Force and smoothness figures of one episode's recording, the same for the sim and the real
+    side: `commands`, `force_samples`, `force_stats(forces)` and `smoothness` of the executed
+    `command_trajectory` resampled every `dt_s` (None with fewer than 2 points). Commands naming
+    other joints than the first command does are left out of the trajectory."""
+    out: dict[str, Any] = {"commands": len(commands), "force_samples": len(forces), **force_stats(forces),
+                           "mean_squared_jerk": None, "mean_abs_delta": None}
+    names = commands[0][3] if commands else ()
+    same = [(recv, first, dt, rows) for recv, first, dt, n, rows in commands if n == names]
+    times, values = command_trajectory(same)
+    if len(times) >= 2:
+        out.update(smoothness(resample(times, values, dt_s), dt_s))
+    return out
 
 
 # --- records and summaries -------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """`robot-stack eval`: Wilson interval, reports from fake results, the observation map for the sim's
-task topics, and one end-to-end run (a tiny MLP trained on the push_t demos, 2 episodes, 1 worker,
-sim + policy server processes in lockstep) that checks the pipeline, not the success rate.
-The tiny MLP checkpoint is conftest.py's `mlp_checkpoint`."""
+task topics, the driver's force / command recording fed known messages, and end-to-end runs (a tiny
+MLP trained on the push_t demos, 2 episodes, 1 worker, sim + policy server processes in lockstep;
+one trained briefly on wipe demos, whose force and smoothness then show on the sim side of
+`eval-compare`) that check the pipeline, not the success rate.
+The tiny push_t MLP checkpoint is conftest.py's `mlp_checkpoint`."""
 
 from __future__ import annotations
 
@@ -18,9 +20,22 @@ from test_train import MlpBC  # noqa: F401  (importing MlpBC registers test_mlp_
 from policies.base import CheckpointError, FeatureSpec
 from policies.eval_cli import register_eval
 from policies.eval_report import summary, wilson_interval, write_report
-from policies.evaluate import EpisodeResult, EvalConfig, EvalError, default_obs_map, evaluate, worker_launch
+from policies.evaluate import (
+    STATUS,
+    EpisodeResult,
+    EvalConfig,
+    EvalDriver,
+    EvalError,
+    default_obs_map,
+    evaluate,
+    worker_launch,
+)
 from policies.obs_buffer import ObsMapError, lowdim_value, parse_obs_map
-from robot_stack import convert
+from policies.paired_report import compare_dirs
+from policies.server import action_chunk_msg
+from robot_stack import convert, messages
+from robot_stack.clock import NS, Time
+from robot_stack.context import Context
 from robot_stack.launch.config import parse_launch
 
 HERE = Path(__file__).resolve().parent
@@ -106,6 +121,52 @@ def test_worker_launch_is_a_valid_two_process_launch(tmp_path):
     assert _launched() == []
 
 
+def _status(seed: int, steps: int, elapsed_s: float, reset_ns: int):
+    values = {"seed": seed, "progress": 0.0, "success": False, "elapsed_steps": steps, "elapsed_s": elapsed_s,
+              "reset_ns": reset_ns, "sync_timeouts": 0}
+    return messages.make(STATUS, message="running", values=[messages.make("diagnostic_msgs/msg/KeyValue", key=k,
+                                                                           value=str(v)) for k, v in values.items()])
+
+
+def _wrench(fz_xy: tuple[float, float, float], t_s: float):
+    return convert.wrench([*fz_xy, 9.0, 9.0, 9.0], stamp=Time(round(t_s * NS)))   # torques never count
+
+
+def test_driver_records_the_episodes_commands_and_tared_force(tmp_path):
+    """Known chunks (x = t^3, y = 2t at 10 Hz: squared jerk 36 and 0) and wrench samples, with stale
+    ones before the episode's start (reset at 10 s) and after its end (1.5 s later), in sim time."""
+    ctx = Context("inproc")
+    driver = EvalDriver(0, max_steps=15, control_hz=10.0, video_dir=None, action_dt_s=0.1, context=ctx)
+    try:
+        driver.start(7)
+        driver._on_chunk(action_chunk_msg(np.full((4, 2), 1e3), ["x", "y"], 9_600_000_000, 0.1, 9_600_000_000, "p"))
+        driver._on_wrench(_wrench((0.0, 0.0, 500.0), 9.9))
+        driver._on_status(_status(7, 0, 0.0, 10 * NS))                     # the episode starts at 10 s
+        for k in range(4):                                                 # obs at 10.0, 10.4, ...: 6 steps each
+            t = 0.4 * k + 0.1 * np.arange(6)
+            t0 = round((10.0 + 0.4 * k) * NS)
+            driver._on_chunk(action_chunk_msg(np.stack([t**3, 2 * t], axis=1), ["x", "y"], t0, 0.1, t0, "p"))
+        for xyz, t_s in (((0.0, 0.0, 5.0), 10.0), ((3.0, 4.0, 5.0), 10.1), ((0.0, 0.0, 17.0), 10.2),
+                         ((0.0, 0.0, 900.0), 11.6)):                       # the last one is after the end
+            driver._on_wrench(_wrench(xyz, t_s))
+        driver._on_status(_status(7, 15, 1.5, 10 * NS))                    # max_steps: the end, at 11.5 s
+        driver._on_chunk(action_chunk_msg(np.zeros((4, 2)), ["x", "y"], 11_600_000_000, 0.1, 11_600_000_000, "p"))
+        ep = driver.poll(60.0)
+    finally:
+        driver.destroy_node()
+        ctx.shutdown()
+    t = 0.1 * np.arange(18)                  # 0 .. 1.7 s: the last chunk in the episode runs to its end (as on a robot)
+    assert (ep.seed, ep.steps, ep.commands, ep.force_samples) == (7, 15, 4, 3)
+    assert ep.mean_squared_jerk == pytest.approx((36.0 + 0.0) / 2)
+    assert ep.mean_abs_delta == pytest.approx((np.mean(np.diff(t**3)) + 0.2) / 2)
+    assert ep.force_mean_n == pytest.approx((0.0 + 5.0 + 12.0) / 3) and ep.force_max_n == pytest.approx(12.0)
+    data = write_report([ep], tmp_path, {"policy": "p", "task": "wipe"})
+    assert data["summary"]["force_n"] == {"episodes": 1, "mean": pytest.approx(17 / 3), "max": pytest.approx(12.0)}
+    assert data["summary"]["smoothness"]["mean_squared_jerk"] == pytest.approx(18.0)
+    md = (tmp_path / "report.md").read_text()
+    assert "contact force |F| (N): mean 5.67, max 12.00 (1 episodes)" in md and "| 12.00 | 18 |" in md
+
+
 def _launched() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True)
             if "robot_stack.launch.process" in " ".join(p.cmdline())]
@@ -130,6 +191,8 @@ def test_end_to_end_eval_of_two_episodes(mlp_checkpoint, tmp_path, monkeypatch):
         assert 0.0 <= e["final_progress"] <= 1.0 and e["curve"]
         assert e["frames"] > 5 and Path(e["video"]).stat().st_size > 1000
         assert e["sync_timeouts"] == 0                     # the policy answered every lockstep boundary
+        assert e["commands"] >= 2 and np.isfinite([e["mean_squared_jerk"], e["mean_abs_delta"]]).all()
+        assert e["force_samples"] > 0                      # push_t's Panda has the wrist F/T too
     assert report["summary"]["episodes"] == 2 and report["policy"] == "test_mlp_bc"
     assert (out / "report.md").exists() and (out / "success.png").exists()
     assert sorted(p.name for p in (out / "videos").iterdir()) == ["ep_5.mp4", "ep_6.mp4"]
@@ -142,8 +205,76 @@ def test_lockstep_makes_an_episode_repeatable(mlp_checkpoint, tmp_path, monkeypa
     curves = []
     for run in range(2):
         cfg = EvalConfig(checkpoint=mlp_checkpoint, episodes=1, seed0=6, max_steps=20, out=tmp_path / str(run),
-                         video=False, policy_modules=("test_train",), episode_timeout_s=60.0)
+                         video=False, policy_modules=("test_train",), episode_timeout_s=60.0, wrench_topic="")
         (result,) = evaluate(cfg)
         assert result.seed == 6 and not result.error and result.sync_timeouts == 0
+        assert result.force_samples == 0 and result.force_max_n is None      # no wrench topic: no force
+        assert result.mean_squared_jerk is not None
         curves.append(result.curve)
     assert curves[0] == curves[1] and len(curves[0]) >= 20
+
+
+@pytest.fixture(scope="module")
+def wipe_checkpoint(tmp_path_factory):
+    """The test MLP on two 40-step scripted wipe demos (state + tared wrist wrench -> ee_x/y/z), 20
+    training steps: a policy that runs, not one that wipes."""
+    import torch
+
+    from data.store import EpisodeStore
+    from policies.rollout import layout_for, record_expert
+    from policies.train import Trainer
+    from policies.train_config import RunConfig, TrainConfig
+    from sim.tasks import make_task
+
+    root = tmp_path_factory.mktemp("wipe")
+    layout, store = layout_for("wipe"), EpisodeStore.create(root / "store")
+    task = make_task("wipe", max_steps=40)
+    try:
+        record_expert(task, store, layout, range(2))
+    finally:
+        task.close()
+    features = {n: {"stream": f.stream, "field": f.field, "kind": f.kind} for n, f in layout.features().items()}
+    policy = {"obs": ["observation.state", "observation.wrench"], "n_obs": 2, "horizon": 8, "n_action_steps": 4,
+              "obs_rate": 20.0, "action_rate": 20.0, "slow_hz": 5.0, "extra": {"hidden": 32}}
+    train = TrainConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=2, val_fraction=0.0, log_every=10,
+                        checkpoint_every=1000, num_workers=0, seed=0, device="cpu")
+    torch.set_num_threads(2)
+    trainer = Trainer("test_mlp_bc", store, RunConfig(policy=policy, features=features, train=train),
+                      out=root / "train", quiet=True)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return root / "train" / "checkpoints" / "last"
+
+
+def test_wipe_eval_records_force_and_smoothness_for_eval_compare(wipe_checkpoint, tmp_path, monkeypatch):
+    """A wipe eval (default observation map, lockstep) records the sim's wrist force and the policy's
+    commands per episode; `eval-compare` then shows them in the sim column instead of n/a."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(HERE)]))
+    parser = argparse.ArgumentParser()
+    register_eval(parser.add_subparsers())
+    out = tmp_path / "sim"
+    args = parser.parse_args(["eval", "--checkpoint", str(wipe_checkpoint), "--task", "wipe", "--episodes", "1",
+                              "--seed0", "3", "--max-steps", "30", "--no-video", "--out", str(out),
+                              "--import", "test_train", "--episode-timeout", "60"])
+    assert args.func(args) == 0
+    (e,) = json.loads((out / "report.json").read_text())["episodes"]
+    assert not e["error"] and e["sync_timeouts"] == 0 and e["steps"] >= 30
+    assert e["force_samples"] > 0 and e["commands"] >= 2
+    metrics = [e[k] for k in ("force_mean_n", "force_max_n", "mean_squared_jerk", "mean_abs_delta")]
+    assert all(m is not None for m in metrics) and np.isfinite(metrics).all()
+    assert 0.0 <= e["force_mean_n"] <= e["force_max_n"]
+    real = [EpisodeResult(seed=0, worker=0, success=True, time_to_success_s=3.0, force_samples=10,
+                          force_mean_n=2.0, force_max_n=3.0, mean_squared_jerk=1.0, mean_abs_delta=0.5)]
+    write_report(real, tmp_path / "real", {"policy": "test_mlp_bc", "task": "robot.yaml"})
+    data = compare_dirs(out, tmp_path / "real", tmp_path / "paired")
+    sim = data["sides"]["sim"]["summary"]
+    assert sim["force_n"]["max"] == pytest.approx(e["force_max_n"])
+    assert sim["smoothness"]["mean_squared_jerk"] == pytest.approx(e["mean_squared_jerk"])
+    md = (tmp_path / "paired" / "paired_report.md").read_text()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    sim_column = {row[0]: row[1] for row in cells if len(row) == 3}          # the metrics table: metric, sim, real
+    for name in ("contact force mean (N)", "contact force max (N)", "mean squared jerk", "mean abs Δaction per step"):
+        assert sim_column[name] != "n/a" and float(sim_column[name]) >= 0.0, name
+    assert _launched() == []

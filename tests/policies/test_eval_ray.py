@@ -64,5 +64,6 @@ def test_eval_runs_each_worker_as_a_ray_task(mlp_checkpoint, local_ray, tmp_path
     for e in episodes:
         assert not e["error"] and e["curve"] and (e["success"] or e["steps"] >= 20)
         assert Path(e["video"]).stat().st_size > 1000                           # written by the task
+        assert e["commands"] >= 2 and e["mean_squared_jerk"] is not None        # the metrics come back too
     assert report["summary"]["episodes"] == 2 and report["policy"] == "test_mlp_bc"
     assert _launched() == []                   # every task stopped its sim and policy processes
