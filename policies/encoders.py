@@ -2,7 +2,8 @@
 images and low-dim features into one conditioning vector.
 
 torchvision does not work with the CPU torch here, so the ResNet is written in the project:
-ResNet-18's layout (BasicBlocks, strides 1-2-2-2) with configurable widths, GroupNorm instead of
+ResNet-18's layout (a stride-2 5x5 stem conv and a stride-2 max pool, so the blocks start at 1/4
+resolution; then BasicBlocks, strides 1-2-2-2) with configurable widths, GroupNorm instead of
 BatchNorm (batch statistics break with EMA and small batches, as Diffusion Policy found), then either
 spatial softmax (expected 2-D keypoint per channel, good for manipulation) or global average
 pooling, and a linear projection to `feature_dim`.
@@ -66,8 +67,9 @@ class ResNetGN(nn.Module):
         super().__init__()
         if pooling not in ("spatial_softmax", "avg"):
             raise ValueError(f"pooling must be 'spatial_softmax' or 'avg', got {pooling!r}")
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
-                                  nn.GroupNorm(_groups(widths[0]), widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 5, 2, 2, bias=False),          # H/2
+                                  nn.GroupNorm(_groups(widths[0]), widths[0]), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))                                 # H/4
         layers, cin = [], widths[0]
         for i, cout in enumerate(widths):
             for j in range(blocks):
@@ -75,7 +77,7 @@ class ResNetGN(nn.Module):
                 cin = cout
         self.layers = nn.Sequential(*layers)
         h, w = image_size
-        for _ in widths[1:]:
+        for _ in range(2 + len(widths[1:])):                     # stem conv, max pool, strided stages
             h, w = (h + 1) // 2, (w + 1) // 2
         self.pool = SpatialSoftmax(h, w) if pooling == "spatial_softmax" else nn.AdaptiveAvgPool2d(1)
         pooled = 2 * cin if pooling == "spatial_softmax" else cin
