@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from data.loader import Normalizer
-from policies.base import FeatureSpec, Policy, PolicyError, load_policy, register_policy
+from policies.base import FeatureSpec, Policy, PolicyError, load_policy, policy_class, register_policy
 from policies.rollout import layout_for
 from policies.train import Trainer, build_policy, features_from_dataset, lr_factor, split_episodes, window_dataset
 from policies.train_config import LoaderConfig, RunConfig, TrainConfig, TrainConfigError, load_run_config, policy_config
@@ -219,6 +219,9 @@ def test_shipped_configs_load():
         run = load_run_config(path)
         assert run.train.steps > 0 and run.policy, path
         assert run.features or "LeRobot" in path.read_text(), path   # a LeRobot dataset carries its features
+        for name in ("dp", "carp", "rdp"):                            # every policy section builds its config
+            if name in run.policy:
+                policy_config(policy_class(name).config_class, name, run.policy, str(path))
 
 
 def test_cli_trains_and_resumes(pusht_store, tmp_path):
