@@ -43,7 +43,8 @@ import numpy as np
 import yaml
 
 from policies.base import PolicyError, read_checkpoint_meta
-from policies.evaluate import EPISODE_EVENT, EPISODE_RESET, MAX_DOMAIN_ID, EpisodeResult, _domain_env
+from policies.eval_driver import EPISODE_EVENT, EPISODE_RESET, EpisodeResult
+from policies.evaluate import MAX_DOMAIN_ID, _domain_env
 from policies.paired_report import METRICS_FILE, Command, chunk_command, episode_metrics
 from robot_stack import convert, messages
 from robot_stack.clock import NS, Time

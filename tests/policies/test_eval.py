@@ -19,17 +19,9 @@ from test_train import MlpBC  # noqa: F401  (importing MlpBC registers test_mlp_
 
 from policies.base import CheckpointError, FeatureSpec
 from policies.eval_cli import register_eval
+from policies.eval_driver import STATUS, EpisodeResult, EvalDriver
 from policies.eval_report import summary, wilson_interval, write_report
-from policies.evaluate import (
-    STATUS,
-    EpisodeResult,
-    EvalConfig,
-    EvalDriver,
-    EvalError,
-    default_obs_map,
-    evaluate,
-    worker_launch,
-)
+from policies.evaluate import EvalConfig, EvalError, default_obs_map, evaluate, worker_launch
 from policies.obs_buffer import ObsMapError, lowdim_value, parse_obs_map
 from policies.paired_report import compare_dirs
 from policies.server import action_chunk_msg
