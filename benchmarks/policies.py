@@ -7,10 +7,12 @@ not apply to that device. Other policies (CARP, RDP slow step / fast decode) add
 
 Diffusion Policy rows: DDIM 16/8/4 steps at the CPU-sized network (down dims 64/128/256) and at the
 paper's size (256/512/1024; only a few iterations on CPU: ~30-50 ms per denoiser step there). With
-CUDA also: the paper size with the denoiser under `torch.compile(mode="reduce-overhead")` and
-replayed from a captured CUDA graph (goal: DP-DDIM16 <= 25 ms on an H100). Rows that fail (e.g. a
-compile error) are reported with the error instead of stopping the suite. `encode_ms` is the
-observation encoder alone; `ms_per_step` = (p50 - encode) / steps. `python -m benchmarks.policies N`
+CUDA also: the paper size with the denoiser under `torch.compile(mode="reduce-overhead")` (the DDIM
+updates and the encoder eager around it), and "graph": `capture_cuda_graph`, which captures the
+whole chunk (encoder + every DDIM step + unnormalization) as one CUDA graph; the noise is drawn
+outside it (goal: DP-DDIM16 <= 25 ms on an H100). Rows that fail (e.g. a compile error) are reported
+with the error instead of stopping the suite. `encode_ms` is the observation encoder alone, run
+eagerly (inside the graph it is cheaper); `ms_per_step` = (p50 - encode) / steps. `python -m benchmarks.policies N`
 runs the CPU rows with N intra-op threads (on a busy 2-core machine 1 thread is often faster).
 """
 
@@ -33,7 +35,7 @@ SIZES = {"cpu": {"down_dims": (64, 128, 256), "step_embed_dim": 128},
          "paper": {"down_dims": (256, 512, 1024), "step_embed_dim": 256}}
 ITERS = {"cpu": 20, "paper": 3}          # timed iterations on CPU (GPU: GPU_ITERS)
 GPU_ITERS = 50
-GPU_GOAL_MS = 25.0                       # DP-DDIM16 at the paper size, captured denoiser, H100
+GPU_GOAL_MS = 25.0                       # DP-DDIM16 at the paper size, whole-loop CUDA graph, H100
 
 
 @dataclass
@@ -72,7 +74,8 @@ def example_obs(n_obs: int, device: str, seed: int = 0) -> dict[str, torch.Tenso
 
 
 def build_dp(device: str, *, size: str, steps: int, mode: str = "eager") -> Case | None:
-    """DP at `size` with DDIM `steps`; mode "eager", or (CUDA only) "compile" / "graph" denoisers."""
+    """DP at `size` with DDIM `steps`; mode "eager", or (CUDA only) "compile" (the denoiser) / "graph"
+    (the whole chunk captured by `capture_cuda_graph`)."""
     from policies.diffusion import DiffusionConfig, DiffusionPolicy
 
     if mode != "eager" and device != "cuda":

@@ -7,11 +7,15 @@ Training (`compute_loss`): observations are normalized (low-dim by the dataset s
 (`prediction_type="epsilon"`, or the clean chunk with "sample"); the loss is the MSE over the
 action steps that are not padding (`action_is_pad`).
 
-Inference (`predict_action`): diffusers' `DDIMScheduler` (same noise schedule, `inference_steps`
-steps, deterministic: eta = 0) denoises Gaussian noise drawn from the caller's generator (or seed)
-into a (B, horizon, D_act) chunk, unnormalized to raw units. `denoiser` is the callable used per
-step: by default the UNet itself; the GPU serving path swaps in a captured one
-(`capture_cuda_graph`, or `set_denoiser(torch.compile(policy.unet, mode="reduce-overhead"))`).
+Inference (`predict_action`): deterministic DDIM (eta = 0, same noise schedule, `inference_steps`
+steps) denoises Gaussian noise drawn from the caller's generator (or seed) into a (B, horizon, D_act)
+chunk, unnormalized to raw units. The DDIM updates are `policies.ddim.DdimSampler`, built from a
+configured diffusers `DDIMScheduler` (`ddim_scheduler`): tensor operations only, bit-identical to
+diffusers' `step` on the CPU, so it is the one sampler on every device. `denoiser` is the callable
+used per step: by default the UNet itself (`set_denoiser(torch.compile(policy.unet,
+mode="reduce-overhead"))` swaps in a compiled one). The GPU serving path, `capture_cuda_graph`,
+captures encoder + all DDIM steps + unnormalization as ONE CUDA graph for a fixed batch shape;
+the initial noise is drawn outside it (from the same generator) and copied into its input buffer.
 
 CPU defaults are a small network (down dims 64/128/256, ~5 M parameters, ~8 ms per denoiser step on
 2 cores); Diffusion Policy's size is `down_dims=(256, 512, 1024), step_embed_dim=256` (~67 M in the
@@ -20,6 +24,8 @@ UNet alone, ~30-50 ms per step here).
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,8 +33,10 @@ import torch
 
 from data.loader import Normalizer
 from policies.base import FeatureSpec, Policy, PolicyConfig, PolicyError, register_policy
+from policies.cuda_graph import CudaGraph
+from policies.ddim import DdimSampler
 from policies.encoders import ObservationEncoder
-from policies.unet1d import ConditionalUnet1D, CudaGraphDenoiser
+from policies.unet1d import ConditionalUnet1D
 
 PREDICTION_TYPES = ("epsilon", "sample")
 POOLINGS = ("spatial_softmax", "avg")
@@ -98,7 +106,7 @@ class DiffusionPolicy(Policy):
                                       down_dims=tuple(config.down_dims), kernel_size=config.kernel_size,
                                       n_groups=config.n_groups, step_embed_dim=config.step_embed_dim)
         self.train_scheduler = self._scheduler("ddpm")
-        self.sampler = self._scheduler("ddim")
+        self.ddim_scheduler = self._scheduler("ddim")       # configures `ddim(steps, device)`; never stepped
 
     def _check_normalizer(self) -> None:
         names = [*self.config.obs, self.config.action]
@@ -165,11 +173,21 @@ class DiffusionPolicy(Policy):
     @torch.no_grad()
     def predict_action(self, obs: dict[str, torch.Tensor], *, generator: torch.Generator | None = None,
                        seed: int | None = None, inference_steps: int | None = None) -> torch.Tensor:
-        """(B, horizon, D_act) raw-unit actions by DDIM from noise (`generator`, else `seed`, else random)."""
+        """(B, horizon, D_act) raw-unit actions by DDIM from noise (`generator`, else `seed`, else random).
+
+        With a captured CUDA graph (`capture_cuda_graph`) whose batch shape, device and step count
+        match, the noise is drawn here as on the eager path and the graph replays the rest; other
+        calls run eagerly (with a warning: see `capture_cuda_graph`)."""
+        steps = self._steps(inference_steps)
+        graph = self._graph_for(obs, steps)
+        if graph is not None:
+            buffer = graph.inputs["noise"]                                            # B, H, D
+            noise = self.initial_noise(buffer.shape[0], buffer.device, generator=generator, seed=seed)
+            return graph({**{k: obs[k] for k in self._obs_keys}, "noise": noise}).clone()
         cond = self.encode(obs)                                                       # B, C
         x = self.initial_noise(cond.shape[0], cond.device, generator=generator, seed=seed)
-        x = self.sample(x, cond, inference_steps)                                     # B, H, D
-        return self.normalizer.unnormalize(self.config.action, x)
+        x = self.sample(x, cond, steps)                                               # B, H, D
+        return self._device_normalizer(x.device).unnormalize(self.config.action, x)
 
     def initial_noise(self, batch_size: int, device: torch.device, *, generator: torch.Generator | None = None,
                       seed: int | None = None) -> torch.Tensor:
@@ -185,29 +203,101 @@ class DiffusionPolicy(Policy):
 
     def sample(self, x: torch.Tensor, cond: torch.Tensor, inference_steps: int | None = None) -> torch.Tensor:
         """Denoise (B, H, D) noise `x` given the (B, C) condition with DDIM -> (B, H, D) normalized actions."""
+        return self.ddim(self._steps(inference_steps), x.device).run(self.denoiser, x, cond)
+
+    def ddim(self, steps: int, device: torch.device | str) -> DdimSampler:
+        """The tensor-only DDIM sampler for `steps` on `device` (built from `ddim_scheduler` once, cached)."""
+        device = torch.device(device)
+        cache = self.__dict__.setdefault("_ddim_cache", {})
+        key = (int(steps), device)
+        if key not in cache:
+            cache[key] = DdimSampler.from_scheduler(self.ddim_scheduler, int(steps), device)
+        return cache[key]
+
+    def _steps(self, inference_steps: int | None) -> int:
         steps = self.config.inference_steps if inference_steps is None else int(inference_steps)
         if not 1 <= steps <= self.config.train_steps:
             raise PolicyError(f"dp: inference_steps must be in [1, {self.config.train_steps}], got {steps}")
-        self.sampler.set_timesteps(steps)                  # timesteps stay on the CPU (indexing tables)
-        b = x.shape[0]
-        for t in self.sampler.timesteps:
-            t_batch = torch.full((b,), int(t), device=x.device, dtype=torch.long)   # B
-            eps = self.denoiser(x, t_batch, cond)                                    # B, H, D
-            x = self.sampler.step(eps, t, x, eta=0.0).prev_sample
-        return x
+        return steps
+
+    def normalized_obs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """As `Policy.normalized_obs`, with the statistics already on the observations' device."""
+        norm = self._device_normalizer(batch[self._obs_keys[0]].device)
+        return {n: norm.normalize(n, batch[f"obs.{n}"]) for n in self.config.obs}
+
+    def _device_normalizer(self, device: torch.device) -> Normalizer:
+        """`self.normalizer` with its affine tensors on `device`, made once per device: the same values
+        without a host-to-device copy per call (which a CUDA graph capture could not contain)."""
+        if device.type == "cpu":
+            return self.normalizer
+        cache = self.__dict__.setdefault("_normalizers", {})
+        source, moved = cache.get(device, (None, None))
+        if source is not self.normalizer:
+            # Normalizer has no .to(device); its per-name (scale, offset) tables are moved by hand
+            moved = copy.copy(self.normalizer)
+            moved._scale = {k: v.to(device) for k, v in self.normalizer._scale.items()}
+            moved._offset = {k: v.to(device) for k, v in self.normalizer._offset.items()}
+            cache[device] = (self.normalizer, moved)
+        return moved
+
+    @property
+    def _obs_keys(self) -> list[str]:
+        return [f"obs.{n}" for n in self.config.obs]
 
     # --- GPU serving ------------------------------------------------------------------------------
-    def capture_cuda_graph(self, obs: dict[str, torch.Tensor]) -> None:
-        """Capture the denoiser as a CUDA graph for the batch size of `obs` (a CUDA observation batch)."""
-        with torch.no_grad():
-            cond = self.encode(obs)
-            x = torch.zeros(cond.shape[0], self.config.horizon, self.action_dim, device=cond.device)
-            t = torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device)
-            self.set_denoiser(CudaGraphDenoiser(self.unet, x, t, cond))
+    def capture_cuda_graph(self, obs: dict[str, torch.Tensor], *, inference_steps: int | None = None) -> None:
+        """Capture encoder + DDIM loop (`inference_steps`, default the config's) + unnormalization as
+        one CUDA graph for the batch shape of `obs` (a CUDA observation batch; the policy in eval mode).
+
+        The eager UNet is captured: a denoiser set with `set_denoiser` is dropped, and `set_denoiser`
+        (None included) drops the graph. Its inputs are static buffers for the `obs.*` tensors and the
+        initial noise; `predict_action` draws the noise from its `generator`/`seed` outside the graph
+        (as the eager path does, so a seeded call gives the same chunk either way) and copies both in.
+        A call whose observation shapes, dtypes or device or whose step count differ runs eagerly with
+        a warning (the graph stays for matching calls); recapture to serve another shape."""
+        if self.training:
+            raise PolicyError("dp: capture_cuda_graph needs eval mode (training crops at random)")
+        steps = self._steps(inference_steps)
+        self._check_obs(obs)
+        inputs = {k: obs[k] for k in self._obs_keys}
+        device = next(iter(inputs.values())).device
+        if device.type != "cuda" or any(v.device != device for v in inputs.values()):
+            raise PolicyError(f"dp: capture_cuda_graph needs the observations on one CUDA device, got "
+                              f"{sorted({str(v.device) for v in inputs.values()})}")
+        self.set_denoiser(None)
+        noise = self.initial_noise(next(iter(inputs.values())).shape[0], device, seed=0)
+        self.__dict__["_graph"] = (CudaGraph(self._chunk_fn(steps, device), {**inputs, "noise": noise}), steps)
+
+    def _chunk_fn(self, steps: int, device: torch.device) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """What `capture_cuda_graph` captures: {obs.*: raw windows, "noise": (B, H, D)} -> (B, H, D) raw
+        actions, with the eager UNet; tensor work on `device` only (its tables are made here, before)."""
+        ddim, norm = self.ddim(steps, device), self._device_normalizer(device)
+
+        def chunk(static: dict[str, torch.Tensor]) -> torch.Tensor:
+            x = ddim.run(self.unet, static["noise"], self.encode(static))            # B, H, D
+            return norm.unnormalize(self.config.action, x)                           # B, H, D raw units
+        return chunk
+
+    def _graph_for(self, obs: dict[str, torch.Tensor], steps: int) -> CudaGraph | None:
+        captured = self.__dict__.get("_graph")
+        if captured is None or any(k not in obs for k in self._obs_keys):
+            return None                     # missing observations: the eager path reports them
+        graph, graph_steps = captured
+        inputs = {k: obs[k] for k in self._obs_keys}
+        problem = graph.mismatch({**inputs, "noise": graph.inputs["noise"]})
+        if problem is None and steps != graph_steps:
+            problem = f"captured for {graph_steps} DDIM steps, asked for {steps}"
+        if problem is not None:
+            # stacklevel 4: predict_action's caller (predict_action runs under no_grad's wrapper)
+            warnings.warn(f"dp: running eagerly, not from the captured CUDA graph: {problem}", stacklevel=4)
+            return None
+        return graph
 
     def set_denoiser(self, fn: Denoiser | None) -> None:
-        """Use `fn(x, t, cond)` as the per-step denoiser (None: the eager UNet). Not saved, not a submodule."""
+        """Use `fn(x, t, cond)` as the per-step denoiser (None: the eager UNet) and drop a captured graph.
+        Not saved, not a submodule."""
         self.__dict__["_denoiser_fn"] = fn
+        self.__dict__.pop("_graph", None)
 
     @property
     def denoiser(self) -> Denoiser:

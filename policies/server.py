@@ -20,10 +20,10 @@ Parameters: checkpoint, observations.<feature>.<topic|type|field>, slow_hz (0: t
 max_obs_age_s (0.5), device ("cpu"), chunk_steps (0: n_action_steps), start_step (0), mode ("auto"),
 policy_id ("": the checkpoint directory's name), action_names ([]: the checkpoint's), status_rate_hz (1),
 warmup (true: one prediction on zeros at start-up), seed (0: the node's own torch.Generator for
-sampling policies), cuda_graph (true: on CUDA, capture the denoiser of a policy that offers
-`capture_cuda_graph` during warm-up), torch_threads (0: torch's default; >0 sets the intra-op threads),
-policy_modules ([]: modules to import first, for
-policies registered outside `policies`).
+sampling policies), cuda_graph (true: on CUDA, capture a policy that offers `capture_cuda_graph` during
+warm-up; Diffusion Policy captures its whole sampling loop as one graph), torch_threads (0: torch's
+default; >0 sets the intra-op threads), policy_modules ([]: modules to import first, for policies
+registered outside `policies`).
 Latency: `latency()` -> predict and observation-stamp -> published p50/p99 (also on `~/status`).
 """
 
@@ -249,8 +249,8 @@ class PolicyServerNode(ServingNode):
         obs["obs_is_pad"] = torch.zeros(1, self.config.n_obs, dtype=torch.bool, device=self.device)
         capture = getattr(self.policy, "capture_cuda_graph", None)
         if self.cuda_graph and capture is not None and torch.device(self.device).type == "cuda":
-            capture(obs)                           # the GPU path replays the captured denoiser
-            self.get_logger().info("denoiser captured as a CUDA graph")
+            capture(obs)                           # the GPU path replays the captured graph
+            self.get_logger().info("inference captured as a CUDA graph")
         with torch.inference_mode():
             self.predict(obs, **self.sample_kwargs)
         self.policy.reset()

@@ -129,33 +129,3 @@ class ConditionalUnet1D(nn.Module):
             h = upsample(res2(res1(h, c), c))                                # B, W_{i-1}, 2 T_i
         return self.head(h).transpose(1, 2)                                  # B, T, D
 
-
-class CudaGraphDenoiser:
-    """A denoiser replayed from a captured CUDA graph for fixed input shapes (GPU serving path).
-
-    `fn(x, t, cond)` is captured once on `example` inputs (x (B, T, D), t (B,), cond (B, C), all on
-    one CUDA device); each call copies its inputs into the static buffers, replays the graph and
-    returns the static output (clone it to keep it past the next call). Different shapes: capture
-    another."""
-
-    def __init__(self, fn, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, warmup: int = 3):
-        if x.device.type != "cuda":
-            raise ValueError("CUDA graph capture needs CUDA tensors")
-        self.inputs = (x.clone(), t.clone(), cond.clone())
-        stream = torch.cuda.Stream(device=x.device)
-        stream.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(warmup):                       # warm up kernels/allocator off the capture
-                fn(*self.inputs)
-        torch.cuda.current_stream(x.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.output = fn(*self.inputs)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        for static, value in zip(self.inputs, (x, t, cond), strict=True):
-            if static.shape != value.shape:
-                raise ValueError(f"captured for shape {tuple(static.shape)}, got {tuple(value.shape)}")
-            static.copy_(value)
-        self.graph.replay()
-        return self.output

@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+from diffusers import DDIMScheduler
 from torch.utils.data import default_collate
 
 from data.loader import WindowDataset
 from policies.base import CheckpointError, PolicyError, load_policy
+from policies.cuda_graph import CudaGraph
 from policies.diffusion import DiffusionConfig, DiffusionPolicy
 from policies.rollout import layout_for
 from policies.train import features_from_dataset
@@ -183,13 +185,92 @@ def test_learns_pusht_first_actions(lowdim):
     assert err < 0.5 * mean_err, (float(err), float(mean_err))
 
 
+def _diffusers_predict(policy: DiffusionPolicy, obs: dict, steps: int, seed: int) -> torch.Tensor:
+    """predict_action as it was before the tensor sampler: diffusers' DDIMScheduler.step per step."""
+    scheduler = DDIMScheduler.from_config(policy.ddim_scheduler.config)
+    scheduler.set_timesteps(steps)
+    with torch.no_grad():
+        cond = policy.encode(obs)
+        x = torch.randn(cond.shape[0], policy.config.horizon, policy.action_dim,
+                        generator=torch.Generator().manual_seed(seed))
+        for t in scheduler.timesteps:
+            t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long)
+            x = scheduler.step(policy.unet(x, t_batch, cond), t, x, eta=0.0).prev_sample
+    return policy.normalizer.unnormalize(policy.config.action, x)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"prediction_type": "sample"}, {"clip_sample": False},
+                                       {"timestep_spacing": "leading", "beta_schedule": "linear"}])
+def test_predict_action_matches_the_diffusers_loop(with_images, overrides):
+    ds, batch = with_images
+    policy = _policy(ds, **overrides).eval()
+    obs = _obs(_take(batch, slice(0, 2)))
+    for steps in (16, 8, 4, 1):
+        got = policy.predict_action(obs, generator=torch.Generator().manual_seed(steps), inference_steps=steps)
+        assert torch.equal(got, _diffusers_predict(policy, obs, steps, seed=steps)), steps
+
+
+def test_cuda_graph_capture_errors_and_eager_fallback(lowdim):
+    ds, batch = lowdim
+    policy = _policy(ds)
+    obs = _obs(_take(batch, slice(0, 2)))
+    with pytest.raises(PolicyError, match="eval mode"):
+        policy.capture_cuda_graph(obs)
+    policy.eval()
+    with pytest.raises(PolicyError, match="one CUDA device"):
+        policy.capture_cuda_graph(obs)
+    # a graph captured for batch 2 at 4 steps (stand-in: its input buffers; no CUDA here): other
+    # batch shapes or step counts run eagerly with a warning and give the eager result
+    fake = CudaGraph.__new__(CudaGraph)
+    fake.inputs = {**{k: v.clone() for k, v in obs.items()}, "noise": torch.zeros(2, 16, 2)}
+    policy.__dict__["_graph"] = (fake, 4)
+    other = _obs(_take(batch, slice(0, 3)))
+    expected = _diffusers_predict(policy, other, 4, seed=0)
+    with pytest.warns(UserWarning, match=r"captured as \(2, 2, 6\)"):
+        assert torch.equal(policy.predict_action(other, seed=0, inference_steps=4), expected)
+    with pytest.warns(UserWarning, match="captured for 4 DDIM steps"):
+        policy.predict_action(obs, seed=0, inference_steps=8)
+    policy.set_denoiser(None)                        # drops the graph
+    assert "_graph" not in policy.__dict__
+
+
+def test_captured_function_runs_on_the_meta_device(with_images):
+    """The function `capture_cuda_graph` captures, on tensors without data: a host sync (`.item()`,
+    `int(tensor)`) or a CPU table mixed into device work would fail here as it would in a capture."""
+    ds, batch = with_images
+    policy = _policy(ds).eval()
+    obs = _obs(_take(batch, slice(0, 2)))
+    policy.to("meta")
+    meta = torch.device("meta")
+    static = {**{k: v.to(meta) for k, v in obs.items()}, "noise": torch.empty(2, 16, 2, device=meta)}
+    with torch.no_grad():
+        out = policy._chunk_fn(8, meta)(static)
+    assert out.shape == (2, 16, 2) and out.device == meta
+    assert policy.normalizer._scale[STATE].device.type == "cpu"          # the policy's own is left alone
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_denoiser_matches_eager(with_images):
+def test_cuda_graph_whole_loop_matches_eager(with_images):
+    """Encoder + 8 DDIM steps + unnormalization replayed from one graph: the eager chunk for the same
+    seed, for the captured observations and new ones; other shapes fall back to eager."""
     ds, batch = with_images
     policy = _policy(ds).to("cuda").eval()
     obs = {k: v.to("cuda") for k, v in _obs(_take(batch, slice(0, 2))).items()}
-    eager = policy.predict_action(obs, seed=0, inference_steps=8)
-    policy.capture_cuda_graph(obs)
-    graphed = policy.predict_action(obs, seed=0, inference_steps=8)
-    torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+    new_obs = {k: v.to("cuda") for k, v in _obs(_take(batch, slice(5, 7))).items()}
+    eager = [policy.predict_action(o, seed=s, inference_steps=8) for o, s in ((obs, 0), (new_obs, 1), (obs, 2))]
+    gen = torch.Generator("cuda").manual_seed(3)
+    eager_gen = [policy.predict_action(obs, generator=gen, inference_steps=8) for _ in range(2)]
+    policy.capture_cuda_graph({**obs, "obs_is_pad": torch.zeros(2, 2, dtype=torch.bool, device="cuda")},
+                              inference_steps=8)
+    graphed = [policy.predict_action(o, seed=s, inference_steps=8) for o, s in ((obs, 0), (new_obs, 1), (obs, 2))]
+    for g, e in zip(graphed, eager, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    assert graphed[0].data_ptr() != graphed[2].data_ptr()          # replays return fresh tensors
+    gen.manual_seed(3)
+    for e in eager_gen:                               # a generator advances as on the eager path
+        torch.testing.assert_close(policy.predict_action(obs, generator=gen, inference_steps=8), e,
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.warns(UserWarning, match="eagerly"):
+        one = policy.predict_action(_take(obs, slice(0, 1)), seed=0, inference_steps=8)
+    torch.testing.assert_close(one, eager[0][:1], rtol=1e-4, atol=1e-4)
     policy.set_denoiser(None)
