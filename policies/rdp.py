@@ -49,6 +49,7 @@ from torch import nn
 
 from data.loader import Normalizer
 from policies.base import FeatureSpec, Policy, PolicyConfig, PolicyError, register_policy
+from policies.ddim import DdimSampler
 from policies.encoders import ObservationEncoder
 from policies.rdp_tokenizer import AsymmetricTokenizer
 
@@ -175,8 +176,8 @@ class ReactiveDiffusionPolicy(Policy):
         kw = dict(num_train_timesteps=config.train_timesteps, beta_schedule="squaredcos_cap_v2",
                   clip_sample=False, prediction_type=config.prediction_type)
         self.train_scheduler = DDPMScheduler(**kw)
-        self.infer_scheduler = DDIMScheduler(**kw)
-        self.infer_scheduler.set_timesteps(config.inference_steps)
+        self.infer_scheduler = DDIMScheduler(**kw)             # configures the samplers; never stepped
+        self._samplers: dict[torch.device, DdimSampler] = {}
         self._freeze_for_stage()
 
     # --- stages ----------------------------------------------------------------------------------
@@ -273,13 +274,13 @@ class ReactiveDiffusionPolicy(Policy):
     # --- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_latent(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Slow part: raw observations -> latent (B, h, c) by DDIM (`inference_steps`) from noise."""
+        """Slow part: raw observations -> latent (B, h, c) by DDIM (`inference_steps`, `policies.ddim`) from noise."""
         cond = self._condition(obs)                                   # B, C
         x = torch.randn((cond.shape[0], *self.latent_shape), generator=generator, device=cond.device)
-        sched = self.infer_scheduler
-        for t in sched.timesteps:
-            steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-            x = sched.step(self.denoiser(x, steps, cond), int(t), x).prev_sample
+        if cond.device not in self._samplers:
+            self._samplers[cond.device] = DdimSampler.from_scheduler(self.infer_scheduler, self.config.inference_steps,
+                                                                     cond.device)
+        x = self._samplers[cond.device].run(self.denoiser, x, cond)   # B, h, c
         return x * self.latent_std                                    # B, h, c
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from data.loader import WindowDataset
 from data.store import EpisodeStore
@@ -140,6 +141,22 @@ def test_shapes_and_losses(wipe_data):
         policy.decode(latent, {"observation.force": seq})
     with pytest.raises(PolicyError, match="obs.observation.state"):
         policy.predict_latent({"obs.observation.wrench": batch["obs.observation.wrench"]})
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "epsilon"])
+def test_latent_sampling_equals_diffusers_ddim_loop(wipe_data, prediction_type):
+    """The tensor-only sampler (`policies.ddim`) gives diffusers' DDIMScheduler loop bit for bit on CPU."""
+    policy = make_policy(wipe_data, prediction_type=prediction_type, inference_steps=8).eval()
+    batch = _batch(wipe_data, [0, 7])
+    ours = policy.predict_latent(batch, torch.Generator().manual_seed(4))
+    sched = DDIMScheduler.from_config(policy.infer_scheduler.config)
+    sched.set_timesteps(8)
+    with torch.no_grad():
+        cond = policy._condition(batch)
+        x = torch.randn((2, *policy.latent_shape), generator=torch.Generator().manual_seed(4))
+        for t in sched.timesteps:
+            x = sched.step(policy.denoiser(x, torch.full((2,), int(t)), cond), int(t), x).prev_sample
+    assert torch.equal(ours, x * policy.latent_std)
 
 
 def test_latent_stage_does_not_train_tokenizer(wipe_data):
