@@ -312,6 +312,15 @@ class Normalizer:
         return (torch.tensor(scale, dtype=torch.float32).reshape(shape),
                 torch.tensor(offset, dtype=torch.float32).reshape(shape))
 
+    def to(self, device: torch.device | str) -> Normalizer:
+        """A normalizer with the same statistics and its affine tensors on `device` (e.g. a GPU: no
+        host-to-device copy per call, which a CUDA graph capture could not contain)."""
+        moved = Normalizer.__new__(Normalizer)
+        moved.stats, moved.modes = self.stats, dict(self.modes)
+        moved._scale = {k: v.to(device) for k, v in self._scale.items()}
+        moved._offset = {k: v.to(device) for k, v in self._offset.items()}
+        return moved
+
     def _params(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if name not in self.modes:
             raise LoaderError(f"no normalization for '{name}'; known: {', '.join(self.modes)}")

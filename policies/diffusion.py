@@ -24,7 +24,6 @@ UNet alone, ~30-50 ms per step here).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,10 +232,7 @@ class DiffusionPolicy(Policy):
         cache = self.__dict__.setdefault("_normalizers", {})
         source, moved = cache.get(device, (None, None))
         if source is not self.normalizer:
-            # Normalizer has no .to(device); its per-name (scale, offset) tables are moved by hand
-            moved = copy.copy(self.normalizer)
-            moved._scale = {k: v.to(device) for k, v in self.normalizer._scale.items()}
-            moved._offset = {k: v.to(device) for k, v in self.normalizer._offset.items()}
+            moved = self.normalizer.to(device)
             cache[device] = (self.normalizer, moved)
         return moved
 

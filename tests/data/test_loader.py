@@ -160,6 +160,10 @@ def test_stats_and_normalizer_json_round_trip(store_path, tmp_path):
         back = n2.unnormalize("action", a["action"])
         assert torch.allclose(back, item["action"], atol=1e-5)
     assert torch.equal(a["obs.observation.images.cam"], item["obs.observation.images.cam"])   # images: identity
+    moved = n2.to("meta")                                     # same statistics, tables on another device
+    assert moved.modes == n2.modes and moved.stats is n2.stats
+    assert moved.normalize("action", item["action"].to("meta")).device.type == "meta"
+    assert torch.equal(n2.to("cpu")(item)["action"], b["action"])
     with pytest.raises(LoaderError, match="normalizer"):
         Normalizer.from_dict({"format": "pickle"})
 
