@@ -13,6 +13,13 @@ observation. When it changes the server resets the policy and forgets every obse
 that (also ones still in flight), so an episode's first window holds its own first observation,
 padded, never the previous episode's: the same seed gives the same windows.
 
+Reactive (`reactive: true`, with `mode: chunk`, for a policy with a fast decoder, RDP): the lockstep
+period is the control period (1/action_rate), and at each boundary the server does what the deployed
+slow server + `FastDecoderNode` pair does, in one process and in step with the sim: every
+`n_action_steps` steps the slow part (`predict_latent`) on the observation window, and at every step
+the fast decoder on the current latent with the fresh force/tactile readings (`policies.fast.fast_readings`),
+publishing the chunk's steps from the current one on, answering that boundary's observation.
+
 Everything else (inputs, refusal, chunks, status, latency) is the `PolicyServerNode`'s. Run it with
 `use_sim_time: true` so the staleness check uses sim time.
 """
@@ -21,8 +28,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from policies.base import PolicyError
+from policies.fast import fast_readings
 from policies.obs_buffer import ObservationInputs, StreamBuffer
-from policies.server import PolicyServerNode
+from policies.server import PolicyServerNode, action_chunk_msg, has_fast_decoder
 from robot_stack.clock import NS, Clock, Time
 
 STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
@@ -55,7 +66,13 @@ class LockstepPolicyServer(PolicyServerNode):
     def __init__(self, node_name: str | None = None, **node_kwargs: Any):
         super().__init__(node_name, **node_kwargs)
         poll_s = self._positive("poll_s", 0.004)     # wall seconds between looks (a 1 ms poll costs a core)
-        self.period_ns = max(1, int(round(NS / self.slow_hz)))
+        self.reactive = bool(self.declare_parameter("reactive", False).value)
+        if self.reactive and (self.latent_mode or not has_fast_decoder(self.policy)):
+            raise PolicyError(f"node '{self.get_name()}': reactive lockstep needs mode 'chunk' and a policy with a "
+                              f"fast decoder; '{self.policy.name}' in {'latent' if self.latent_mode else 'chunk'} mode")
+        self.latent: torch.Tensor | None = None
+        self.latent_step0_ns = 0
+        self.period_ns = max(1, int(round(NS / (self.config.action_rate if self.reactive else self.slow_hz))))
         self.episode_start_ns: int | None = None
         self.create_subscription(STATUS, "task/status", self._on_task_status, 10)
         self.timer.cancel()
@@ -69,7 +86,7 @@ class LockstepPolicyServer(PolicyServerNode):
         self.episode_start_ns = int(value)
         self.inputs.restart(self.episode_start_ns)
         self.policy.reset()
-        self.last_obs_ns = None
+        self.last_obs_ns = self.latent = None
 
     def lockstep_tick(self) -> None:
         if any(buf.newest_ns is None for buf in self.inputs.buffers.values()):
@@ -77,5 +94,29 @@ class LockstepPolicyServer(PolicyServerNode):
         obs_ns = self.inputs.newest_common_ns()
         if self.last_obs_ns is not None and obs_ns // self.period_ns <= self.last_obs_ns // self.period_ns:
             return
-        self.tick()
+        self.reactive_tick() if self.reactive else self.tick()
+
+    def reactive_tick(self) -> None:
+        """Slow part every `n_action_steps` control steps, fast decode at every one (module docstring)."""
+        if not self.check(self.inputs):
+            return
+        obs_ns = self.inputs.newest_common_ns()
+        self.last_obs_ns = obs_ns
+        dt_ns = self.dt_s * NS
+        k = 0 if self.latent is None else int(round((obs_ns - self.latent_step0_ns) / dt_ns))
+        if self.latent is None or k >= self.config.n_action_steps:
+            obs = self.inputs.window(obs_ns + self.obs_offsets_ns, self.device)
+            self.latent = self.run_policy(self.policy.predict_latent, obs, **self.sample_kwargs)
+            self.latent_step0_ns, k = obs_ns, 0
+            if self.latent is None:
+                return
+        fast = list(self.config.fast_obs)
+        readings = fast_readings(self.inputs, fast, self.latent_step0_ns, obs_ns, dt_ns, self.config.horizon,
+                                 bool(getattr(self.config, "fast_per_step", False)), self.device)
+        actions = self.run_policy(self.policy.decode, self.latent, readings)
+        if actions is None:
+            return
+        rows = actions[0, k:self.config.n_action_steps].detach().cpu().numpy()
+        self.out_pub.publish(action_chunk_msg(rows, self.action_names, obs_ns, self.dt_s, obs_ns, self.policy_id))
+        self.published(obs_ns)
 

@@ -6,6 +6,10 @@ so workers never see each other's topics (not even `/clock`):
     process sim:    sim.node:SimNode            task, realtime: false, lockstep sync_period_s = 1/slow_hz
     process policy: policies.eval_server:LockstepPolicyServer   use_sim_time, chunks on task/action_chunk
 
+A policy with a fast decoder (RDP) runs reactively: lockstep at the control rate (1/action_rate), the
+server re-running the slow part every `n_action_steps` steps and the fast decoder with fresh
+force/tactile readings at every step (`policies.eval_server`, `reactive`).
+
 The processes are started with the launch `Supervisor` (class paths only: `policies` never imports
 `sim`). The driver (`policies.eval_driver.EvalDriver`), one node per worker in this process (own
 context on the worker's domain), waits until the server acts, then runs the episodes: RESET with
@@ -31,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.base import PolicyError, read_checkpoint_meta
+from policies.base import PolicyError, policy_class, read_checkpoint_meta
 from policies.eval_driver import VIDEO_CAMERA, EpisodeResult, EvalDriver
+from policies.server import has_fast_decoder
 
 SIM_CLASS = "sim.node:SimNode"
 SERVER_CLASS = "policies.eval_server:LockstepPolicyServer"
@@ -124,12 +129,22 @@ def sim_cameras(meta: dict[str, Any], video: bool) -> tuple[list[str], tuple[int
     return cams, (int(width), int(height))
 
 
+def reactive(meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint's policy has a fast decoder (RDP): then the lockstep server runs it reactively."""
+    try:
+        return has_fast_decoder(policy_class(str(meta.get("policy", ""))))
+    except PolicyError:                    # a policy from a module this process has not imported
+        return False
+
+
 def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[str, Any]:
     """The launch data (`robot_stack.launch.parse_launch` input) of one worker."""
     slow_hz = float(meta["config"]["slow_hz"])
+    fast = reactive(meta)                  # lockstep at the control rate, re-decoding at every step
+    sync_hz = float(meta["config"]["action_rate"]) if fast else slow_hz
     cams, (width, height) = sim_cameras(meta, cfg.video)
     obs_map = {**default_obs_map(meta, cfg.task), **cfg.obs_map}
-    sim = {"task": cfg.task, "realtime": False, "sync_period_s": 1.0 / slow_hz, "sync_timeout_s": cfg.sync_timeout_s,
+    sim = {"task": cfg.task, "realtime": False, "sync_period_s": 1.0 / sync_hz, "sync_timeout_s": cfg.sync_timeout_s,
            "seed": INITIAL_SEED - worker, "perturb": cfg.perturb, "randomize": cfg.randomize, "cameras": cams,
            "camera_width": width, "camera_height": height, "camera_hz": slow_hz, "task_status_hz": slow_hz,
            "stop_periods": 5000, "ft_hz": FT_HZ}
@@ -137,6 +152,7 @@ def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[st
     server = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "device": cfg.device, "use_sim_time": True,
               "torch_threads": threads,
               "observations": obs_map, "max_obs_age_s": 2.0, "status_rate_hz": 2.0,
+              **({"mode": "chunk", "reactive": True} if fast else {}),
               **({"policy_modules": list(cfg.policy_modules)} if cfg.policy_modules else {})}
     return {"transport": "dds", "processes": {
         "sim": {"nodes": [{"name": "sim", "class": SIM_CLASS, "parameters": sim}]},

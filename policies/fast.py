@@ -27,8 +27,23 @@ import numpy as np
 import torch
 
 from policies.base import PolicyError
+from policies.obs_buffer import ObservationInputs
 from policies.server import ACTION_CHUNK, LATENT_CHUNK, ServingNode, action_chunk_msg, has_fast_decoder
 from robot_stack.clock import NS, Time
+
+
+def fast_readings(inputs: ObservationInputs, names: list[str], step0_ns: int, newest_ns: int, dt_ns: float,
+                  horizon: int, per_step: bool, device: Any) -> dict[str, torch.Tensor]:
+    """The fast decoder's input for a latent whose chunk step 0 is at `step0_ns`, `newest_ns` the newest
+    common reading: {name: (1, k+1, D)} the readings at the times of chunk steps 0..k-1 already passed
+    (interpolated from the history), then the newest one for the current step k (held by the decoder
+    over the rest); without `per_step`, {name: (1, D)} the newest alone."""
+    newest = {n: torch.from_numpy(inputs.newest(n)[1])[None] for n in names}                   # 1, D
+    if not per_step:
+        return {n: v.to(device) for n, v in newest.items()}
+    k = min(max(int((newest_ns - step0_ns) // dt_ns), 0), horizon - 1)
+    times = step0_ns + np.round(np.arange(k) * dt_ns).astype(np.int64)
+    return {n: torch.cat([torch.from_numpy(inputs.lowdim_at(n, times)), newest[n]])[None].to(device) for n in names}
 
 
 class FastDecoderNode(ServingNode):
@@ -79,7 +94,8 @@ class FastDecoderNode(ServingNode):
             self.expired += 1
             return
         stamps = [self.inputs.newest(name)[0] for name in self.fast_obs]
-        readings = self._readings(min(stamps), dt_ns)
+        readings = fast_readings(self.inputs, self.fast_obs, self.latent_step0_ns, min(stamps), dt_ns,
+                                 self.config.horizon, self.per_step, self.device)
         actions = self.run_policy(self.policy.decode, self.latent, readings)
         if actions is None:
             return
@@ -88,17 +104,6 @@ class FastDecoderNode(ServingNode):
         self.out_pub.publish(action_chunk_msg(rows, self.action_names, first_ns, self.dt_s, max(stamps),
                                               self.policy_id))
         self.published(max(stamps))
-
-    def _readings(self, newest_ns: int, dt_ns: float) -> dict[str, torch.Tensor]:
-        """{name: (1, k+1, D)}: the readings at the times of chunk steps 0..k-1 already reached, then the newest
-        one for the current step k (held by the decoder over the rest); without `fast_per_step`, (1, D) the newest."""
-        newest = {n: torch.from_numpy(self.inputs.newest(n)[1])[None] for n in self.fast_obs}     # 1, D
-        if not self.per_step:
-            return {n: v.to(self.device) for n, v in newest.items()}
-        k = min(max(int((newest_ns - self.latent_step0_ns) // dt_ns), 0), self.config.horizon - 1)
-        times = self.latent_step0_ns + np.round(np.arange(k) * dt_ns).astype(np.int64)
-        return {n: torch.cat([torch.from_numpy(self.inputs.lowdim_at(n, times)), newest[n]])[None].to(self.device)
-                for n in self.fast_obs}
 
     def counters(self) -> dict[str, Any]:
         return {**super().counters(), "latents": self.latents, "foreign_latents": self.foreign_latents,

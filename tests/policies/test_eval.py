@@ -17,7 +17,7 @@ import psutil
 import pytest
 from test_train import MlpBC  # noqa: F401  (importing MlpBC registers test_mlp_bc)
 
-from policies.base import CheckpointError, FeatureSpec
+from policies.base import CheckpointError, FeatureSpec, read_checkpoint_meta
 from policies.eval_cli import register_eval
 from policies.eval_driver import STATUS, EpisodeResult, EvalDriver
 from policies.eval_report import summary, wilson_interval, write_report
@@ -206,10 +206,9 @@ def test_lockstep_makes_an_episode_repeatable(mlp_checkpoint, tmp_path, monkeypa
     assert curves[0] == curves[1] and len(curves[0]) >= 20
 
 
-@pytest.fixture(scope="module")
-def wipe_checkpoint(tmp_path_factory):
-    """The test MLP on two 40-step scripted wipe demos (state + tared wrist wrench -> ee_x/y/z), 20
-    training steps: a policy that runs, not one that wipes."""
+def _train_on_wipe(root, name, policy):
+    """`name` trained 20 steps on two 40-step scripted wipe demos (state + tared wrist wrench -> ee_x/y/z):
+    a policy that runs, not one that wipes."""
     import torch
 
     from data.store import EpisodeStore
@@ -218,7 +217,6 @@ def wipe_checkpoint(tmp_path_factory):
     from policies.train_config import RunConfig, TrainConfig
     from sim.tasks import make_task
 
-    root = tmp_path_factory.mktemp("wipe")
     layout, store = layout_for("wipe"), EpisodeStore.create(root / "store")
     task = make_task("wipe", max_steps=40)
     try:
@@ -227,17 +225,40 @@ def wipe_checkpoint(tmp_path_factory):
         task.close()
     features = {n: {"stream": f.stream, "field": f.field, "kind": f.kind} for n, f in layout.features().items()}
     policy = {"obs": ["observation.state", "observation.wrench"], "n_obs": 2, "horizon": 8, "n_action_steps": 4,
-              "obs_rate": 20.0, "action_rate": 20.0, "slow_hz": 5.0, "extra": {"hidden": 32}}
+              "obs_rate": 20.0, "action_rate": 20.0, "slow_hz": 5.0, **policy}
     train = TrainConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=2, val_fraction=0.0, log_every=10,
                         checkpoint_every=1000, num_workers=0, seed=0, device="cpu")
     torch.set_num_threads(2)
-    trainer = Trainer("test_mlp_bc", store, RunConfig(policy=policy, features=features, train=train),
-                      out=root / "train", quiet=True)
+    trainer = Trainer(name, store, RunConfig(policy=policy, features=features, train=train), out=root / "train",
+                      quiet=True)
     try:
         trainer.fit()
     finally:
         trainer.close()
     return root / "train" / "checkpoints" / "last"
+
+
+@pytest.fixture(scope="module")
+def wipe_checkpoint(tmp_path_factory):
+    return _train_on_wipe(tmp_path_factory.mktemp("wipe"), "test_mlp_bc", {"extra": {"hidden": 32}})
+
+
+def test_rdp_eval_decodes_at_every_control_step(tmp_path):
+    """An RDP checkpoint through `robot-stack eval`: lockstep at the control rate, the latent every
+    n_action_steps, the fast decoder at every step (one chunk per step answering it, no sync timeouts)."""
+    ckpt = _train_on_wipe(tmp_path / "rdp", "rdp", {
+        "fast_obs": ["observation.wrench"], "latent_dim": 4, "downsample": 4, "encoder_width": 16, "decoder_width": 16,
+        "fast_embed": 8, "denoiser_width": 32, "denoiser_depth": 1, "train_timesteps": 10, "inference_steps": 2})
+    launch = worker_launch(EvalConfig(checkpoint=ckpt, task="wipe", video=False), read_checkpoint_meta(ckpt), 0)
+    sim, server = (launch["processes"][p]["nodes"][0]["parameters"] for p in ("sim", "policy"))
+    assert sim["sync_period_s"] == pytest.approx(1 / 20.0) and server["reactive"] and server["mode"] == "chunk"
+    cfg = EvalConfig(checkpoint=ckpt, task="wipe", episodes=1, seed0=2, max_steps=24, out=tmp_path / "eval",
+                     video=False, episode_timeout_s=60.0)
+    (result,) = evaluate(cfg)
+    assert not result.error and result.sync_timeouts == 0 and result.steps >= 24
+    assert result.commands >= 20                          # one chunk per 20 Hz control step (24+ steps)
+    assert result.force_samples > 0 and result.mean_squared_jerk is not None
+    assert _launched() == []
 
 
 def test_wipe_eval_records_force_and_smoothness_for_eval_compare(wipe_checkpoint, tmp_path, monkeypatch):
