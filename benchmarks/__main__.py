@@ -7,7 +7,7 @@ import sys
 
 SUITES = ("benchmarks.transport", "benchmarks.sim", "benchmarks.loader", "benchmarks.recorder", "benchmarks.policies",
           "benchmarks.servo", "benchmarks.sensors", "benchmarks.ar_page",
-          "benchmarks.teleop")
+          "benchmarks.teleop", "benchmarks.policy_server")
 
 
 def main(argv: list[str]) -> int:
