@@ -3,10 +3,10 @@
 A plain `PolicyServerNode` predicts on a timer of the process clock. Under sim time that timer fires
 when `/clock` passes its deadline, which can be before the observation stamped at that time has
 arrived (different topics), and a lockstep sim that waits for the answer then never advances the
-clock to the next deadline. This subclass instead looks every `poll_s` of wall time and predicts as
-soon as the newest common observation stamp crosses a multiple of 1/slow_hz of sim time, so every
-sync boundary of the sim (`sync_period_s` = 1/slow_hz) gets exactly one answer, whatever the
-delivery order or the prediction time.
+clock to the next deadline. This subclass instead uses the server's `trigger: observation` (a
+`poll_s` of wall time, 4 ms here) and predicts as soon as the newest common observation stamp
+crosses a multiple of 1/slow_hz of sim time, so every sync boundary of the sim (`sync_period_s` =
+1/slow_hz) gets exactly one answer, whatever the delivery order or the prediction time.
 
 Episodes: the sim's `task/status` carries `reset_ns`, the sim time of the episode's first
 observation. When it changes the server resets the policy and forgets every observation older than
@@ -64,19 +64,18 @@ class LockstepPolicyServer(PolicyServerNode):
     inputs_class = EpisodeInputs
 
     def __init__(self, node_name: str | None = None, **node_kwargs: Any):
-        super().__init__(node_name, **node_kwargs)
-        poll_s = self._positive("poll_s", 0.004)     # wall seconds between looks (a 1 ms poll costs a core)
+        overrides = {"poll_s": 0.004, **(node_kwargs.pop("parameter_overrides", None) or {}), "trigger": "observation"}
+        super().__init__(node_name, parameter_overrides=overrides, **node_kwargs)   # a 1 ms poll costs a core
         self.reactive = bool(self.declare_parameter("reactive", False).value)
         if self.reactive and (self.latent_mode or not has_fast_decoder(self.policy)):
             raise PolicyError(f"node '{self.get_name()}': reactive lockstep needs mode 'chunk' and a policy with a "
                               f"fast decoder; '{self.policy.name}' in {'latent' if self.latent_mode else 'chunk'} mode")
         self.latent: torch.Tensor | None = None
         self.latent_step0_ns = 0
-        self.period_ns = max(1, int(round(NS / (self.config.action_rate if self.reactive else self.slow_hz))))
+        if self.reactive:
+            self.period_ns = max(1, int(round(NS / self.config.action_rate)))
         self.episode_start_ns: int | None = None
         self.create_subscription(STATUS, "task/status", self._on_task_status, 10)
-        self.timer.cancel()
-        self.timer = self.create_timer(poll_s, self.lockstep_tick, name="lockstep")
         self.timer.clock = Clock()          # wall time: sim time stands still while the sim waits for us
 
     def _on_task_status(self, msg: Any) -> None:
@@ -88,12 +87,7 @@ class LockstepPolicyServer(PolicyServerNode):
         self.policy.reset()
         self.last_obs_ns = self.latent = None
 
-    def lockstep_tick(self) -> None:
-        if any(buf.newest_ns is None for buf in self.inputs.buffers.values()):
-            return                          # nothing to act on yet (status still says so)
-        obs_ns = self.inputs.newest_common_ns()
-        if self.last_obs_ns is not None and obs_ns // self.period_ns <= self.last_obs_ns // self.period_ns:
-            return
+    def act(self) -> None:
         self.reactive_tick() if self.reactive else self.tick()
 
     def reactive_tick(self) -> None:

@@ -12,18 +12,23 @@ A policy with a fast decoder (RDP: `predict_latent` and `decode`) publishes its 
 `robot_stack_msgs/LatentChunk` on `latent_chunk` (`mode: auto|chunk|latent`); `policies.fast:
 FastDecoderNode` decodes it at the fast rate with fresh force/tactile readings.
 
+Trigger (`trigger`): "timer" (default) predicts on a timer at `slow_hz`, so an observation waits up to
+one period (half on average) for the next tick; "observation" looks every `poll_s` (0.002) and
+predicts as soon as the newest common observation stamp crosses a multiple of 1/slow_hz: one
+prediction per slow period, started when its observation has arrived (without the tick wait).
+
 Refusal: an observation that is missing or older than `max_obs_age_s` -> nothing is published, the
 `~/status` DiagnosticStatus (WARN) names the key, and a log line says so (once per change).
 A window whose newest common stamp did not advance since the last prediction is not predicted again.
 
 Parameters: checkpoint, observations.<feature>.<topic|type|field>, slow_hz (0: the checkpoint's),
 max_obs_age_s (0.5), device ("cpu"), chunk_steps (0: n_action_steps), start_step (0), mode ("auto"),
-policy_id ("": the checkpoint directory's name), action_names ([]: the checkpoint's), status_rate_hz (1),
-warmup (true: one prediction on zeros at start-up), seed (0: the node's own torch.Generator for
-sampling policies), cuda_graph (true: on CUDA, capture a policy that offers `capture_cuda_graph` during
-warm-up; Diffusion Policy captures its whole sampling loop as one graph), torch_threads (0: torch's
-default; >0 sets the intra-op threads), policy_modules ([]: modules to import first, for policies
-registered outside `policies`).
+trigger ("timer"), poll_s (0.002), policy_id ("": the checkpoint directory's name), action_names
+([]: the checkpoint's), status_rate_hz (1), warmup (true: one prediction on zeros at start-up), seed
+(0: the node's own torch.Generator for sampling policies), cuda_graph (true: on CUDA, capture a
+policy that offers `capture_cuda_graph` during warm-up; Diffusion Policy captures its whole sampling
+loop as one graph), torch_threads (0: torch's default; >0 sets the intra-op threads), policy_modules
+([]: modules to import first, for policies registered outside `policies`).
 Latency: `latency()` -> predict and observation-stamp -> published p50/p99 (also on `~/status`).
 """
 
@@ -51,6 +56,7 @@ ACTION_CHUNK = "robot_stack_msgs/msg/ActionChunk"
 LATENT_CHUNK = "robot_stack_msgs/msg/LatentChunk"
 DIAGNOSTIC_STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
 MODES = ("auto", "chunk", "latent")
+TRIGGERS = ("timer", "observation")
 
 
 class LatencyWindow:
@@ -237,7 +243,15 @@ class PolicyServerNode(ServingNode):
         self.cuda_graph = self.declare_parameter("cuda_graph", True).value
         if self.declare_parameter("warmup", True).value:
             self._warm_up()
-        self.timer = self.create_timer(1.0 / self.slow_hz, self.tick, name="slow")
+        self.period_ns = max(1, int(round(NS / self.slow_hz)))
+        trigger = self.declare_parameter("trigger", "timer").value
+        if trigger not in TRIGGERS:
+            raise ParameterError(f"node '{self.get_name()}': trigger must be one of {TRIGGERS}, got {trigger!r}")
+        if trigger == "timer":
+            self.timer = self.create_timer(1.0 / self.slow_hz, self.tick, name="slow")
+        else:
+            self.timer = self.create_timer(self._positive("poll_s", 0.002), self.poll, name="poll")
+        self._checked_s = 0.0
         what = "latents" if self.latent_mode else f"{self.chunk_steps}-step chunks"
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' on {self.device}: {what} at "
                                f"{self.slow_hz:g} Hz on {self.out_pub.topic}")
@@ -268,6 +282,23 @@ class PolicyServerNode(ServingNode):
             return
         self.out_pub.publish(self._latent_msg(out, obs_ns) if self.latent_mode else self._chunk_msg(out, obs_ns))
         self.published(obs_ns)
+
+    def poll(self) -> None:
+        """`trigger: observation`: `act()` once the newest common stamp crosses the next multiple of the
+        period; otherwise, once a period of wall time, only the missing/stale check (status, log)."""
+        if all(buf.newest_ns is not None for buf in self.inputs.buffers.values()):
+            obs_ns = self.inputs.newest_common_ns()
+            if self.last_obs_ns is None or obs_ns // self.period_ns > self.last_obs_ns // self.period_ns:
+                self._checked_s = time.monotonic()
+                self.act()
+                return
+        if time.monotonic() - self._checked_s >= self.period_ns / NS:
+            self._checked_s = time.monotonic()
+            self.check(self.inputs)
+
+    def act(self) -> None:
+        """One prediction on the newest window (what a due `poll` runs)."""
+        self.tick()
 
     def _chunk_msg(self, actions: torch.Tensor, obs_ns: int) -> Any:
         rows = actions[0, self.start_step:self.start_step + self.chunk_steps].detach().cpu().numpy()

@@ -23,6 +23,7 @@ from policies.server import PolicyServerNode
 from robot_stack import convert
 from robot_stack.clock import NS, Time
 from robot_stack.demo_nodes import HOME, JOINT_NAMES
+from robot_stack.errors import ParameterError
 from robot_stack.robot.kinematic import KinematicArm
 from robot_stack.robot.node import RobotNode
 
@@ -224,6 +225,31 @@ def test_stale_observation_refuses_then_acts_when_fresh(rig, ckpt):
         rig.publish(WRENCH, fresh + k, np.zeros(6))
     assert rig.spin_until(lambda: rig.chunks)
     assert server.refused == [] and Time.from_msg(rig.chunks[0].observation_stamp).nanoseconds == fresh
+
+
+def test_observation_trigger_predicts_once_per_period_when_its_observation_arrives(rig, ckpt):
+    """`trigger: observation`: no timer tick to wait for; one prediction per slow period (20 Hz here) of
+    observation stamps, started when the window's newest common stamp crosses into a new period."""
+    server = rig.server(ckpt, trigger="observation", slow_hz=20.0)
+    base = (now_ns() // 50_000_000 - 20) * 50_000_000                      # on the 50 ms grid, 1 s ago
+    for k in range(3):
+        for feature, value in ((STATE, HOME), (WRENCH, np.zeros(6)), (IMAGE, 0)):
+            rig.publish(feature, base + k, value)
+    assert rig.spin_until(lambda: rig.chunks)
+    assert Time.from_msg(rig.chunks[0].observation_stamp).nanoseconds == base + 2
+    for stamp in (base + 30_000_000, base + 49_000_000):                    # the same 50 ms period: no prediction
+        for feature, value in ((STATE, HOME), (WRENCH, np.zeros(6)), (IMAGE, 0)):
+            rig.publish(feature, stamp, value)
+    rig.executor.spin_for(0.1)
+    assert len(rig.chunks) == 1
+    for feature, value in ((STATE, HOME), (WRENCH, np.zeros(6)), (IMAGE, 0)):
+        rig.publish(feature, base + 50_000_000, value)                      # the next period
+    assert rig.spin_until(lambda: len(rig.chunks) == 2)
+    assert Time.from_msg(rig.chunks[1].observation_stamp).nanoseconds == base + 50_000_000
+    rig.executor.spin_for(0.1)
+    assert len(rig.chunks) == 2 and server.latency()["predict"]["count"] == 2
+    with pytest.raises(ParameterError, match="trigger"):
+        rig.server(ckpt, trigger="sometimes")
 
 
 def test_bad_configuration_is_explicit(rig, ckpt, tmp_path):
