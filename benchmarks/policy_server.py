@@ -17,7 +17,8 @@ one arbitrary phase against the tick. So e2e includes waiting for the next tick;
 (observation stamp -> the server starting that prediction, recorded by a subclass that only timestamps
 `run_policy`) shows that part. The server takes the newest aligned window at each tick (its executor
 drains the subscriptions queued during a prediction before the next tick), so queued observations are
-skipped, not served late.
+skipped, not served late. Two more rows run DP DDIM 8 and CARP with the server's `trigger:
+observation` (predict as soon as the observation of a new slow period has arrived: no tick wait).
 Threads: every server node spins its own executor thread; the feeder and the probe share the main
 thread's executor, which sleeps rather than spin-waits (a spinning thread holds the GIL for up to the
 5 ms switch interval and would slow the server). Transport `inproc` for every row; `dds` (CycloneDDS,
@@ -243,14 +244,16 @@ class RowSpec:
     checkpoint: str                     # key of CHECKPOINTS
     part: str = "chunk"                 # "chunk" (action_chunk), "latent" (RDP slow), "fast" (RDP fast decoder)
     transport: str = "inproc"
+    trigger: str = "timer"              # the slow server's `trigger`: "timer" or "observation"
 
 
 CHECKPOINTS: dict[str, Callable[[Path], Path]] = {
     "dp16": lambda root: save_dp(root, 16), "dp8": lambda root: save_dp(root, 8), "carp": save_carp, "rdp": save_rdp}
 ROWS = [RowSpec("dp-cpu-ddim16", "dp16"), RowSpec("dp-cpu-ddim8", "dp8"), RowSpec("carp-scales4", "carp"),
         RowSpec("rdp-slow-ddim8", "rdp", "latent"), RowSpec("rdp-fast-decode", "rdp", "fast"),
-        RowSpec("dp-cpu-ddim8", "dp8", transport="dds"), RowSpec("rdp-fast-decode", "rdp", "fast", "dds")]
-QUICK_ROWS = [ROWS[1], ROWS[2], ROWS[3], ROWS[4], ROWS[5]]
+        RowSpec("dp-cpu-ddim8", "dp8", transport="dds"), RowSpec("rdp-fast-decode", "rdp", "fast", "dds"),
+        RowSpec("dp-cpu-ddim8", "dp8", trigger="observation"), RowSpec("carp-scales4", "carp", trigger="observation")]
+QUICK_ROWS = [ROWS[1], ROWS[2], ROWS[3], ROWS[4], ROWS[5], ROWS[7]]
 
 
 def dds_domain() -> int:
@@ -271,6 +274,7 @@ def _server(spec: RowSpec, ckpt: Path, ctx: rs.Context) -> TimedServer | TimedFa
     if spec.part == "latent":
         features += [f for f in meta["config"].get("fast_obs", ()) if f not in features]
     overrides = {"checkpoint": str(ckpt), "torch_threads": THREADS, "action_names": ["a0", "a1"],
+                 **({} if spec.part == "fast" else {"trigger": spec.trigger}),
                  **obs_map_parameters({f: TOPICS[f] for f in features})}
     cls = TimedFastDecoder if spec.part == "fast" else TimedServer
     return cls(context=ctx, publish_stats=False, parameter_overrides=overrides)
@@ -345,7 +349,7 @@ def _row(spec: RowSpec, server: Any, e2e: list[float], waits: list[float], bare:
     cfg = server.config
     p, b, w = percentiles(e2e), percentiles(bare), percentiles(waits)
     rate = cfg.fast_hz if spec.part == "fast" else cfg.obs_rate
-    return {"variant": spec.name, "transport": spec.transport, "output": spec.part,
+    return {"variant": spec.name, "transport": spec.transport, "trigger": spec.trigger, "output": spec.part,
             "feed_hz": rate, "tick_hz": server.fast_hz if spec.part == "fast" else server.slow_hz,
             "e2e_p50_ms": p["p50_us"] / 1e3, "e2e_p99_ms": p["p99_us"] / 1e3, "e2e_max_ms": p["max_us"] / 1e3,
             "bare_p50_ms": b["p50_us"] / 1e3, "bare_p99_ms": b["p99_us"] / 1e3,
@@ -375,8 +379,9 @@ def run(quick: bool = False, rows: list[RowSpec] | None = None) -> list[dict[str
                 out.append({"variant": spec.name, "transport": spec.transport,
                             "error": f"{type(exc).__name__}: {exc}"[:200]})
     torch.set_num_threads(threads)
-    columns = ["variant", "transport", "output", "feed_hz", "tick_hz", "e2e_p50_ms", "e2e_p99_ms", "bare_p50_ms",
-               "overhead_ms", "ratio", "tick_wait_p50_ms", "server_predict_p50_ms", "n", "obs_used", "error"]
+    columns = ["variant", "transport", "trigger", "output", "feed_hz", "tick_hz", "e2e_p50_ms", "e2e_p99_ms",
+               "bare_p50_ms", "overhead_ms", "ratio", "tick_wait_p50_ms", "server_predict_p50_ms", "n", "obs_used",
+               "error"]
     print_table("Policy server end-to-end: observation stamp -> first output using it (ms, CPU)", out, columns)
     if not quick:
         path = write_results("policy_server", out, {"torch": torch.__version__, "threads": THREADS,

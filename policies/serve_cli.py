@@ -37,6 +37,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory (policy.json + weights)")
     p.add_argument("--slow-hz", type=float, metavar="HZ", help="predictions per second (default: the checkpoint's)")
+    p.add_argument("--trigger", choices=("observation", "timer"),
+                   help="start a prediction when a new slow period's observation arrives (default) or on a timer")
     p.add_argument("--fast-hz", type=float, metavar="HZ", help="fast decoder rate (default: the checkpoint's)")
     p.add_argument("--obs-map", type=Path, metavar="FILE", help="YAML: policy feature -> {topic, type, field}")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
@@ -80,7 +82,8 @@ def serve_launch(args: argparse.Namespace) -> dict[str, Any]:
     obs_map = read_obs_map(args.obs_map)
     if obs_map:
         common["observations"] = obs_map        # nested: the launch parser flattens it to observations.<f>.<attr>
-    slow = {**common, **({"slow_hz": args.slow_hz} if args.slow_hz else {})}
+    slow = {**common, **({"slow_hz": args.slow_hz} if args.slow_hz else {}),
+            **({"trigger": args.trigger} if args.trigger else {})}
     processes = {"policy_slow": {"nodes": [_node("policy_server", SERVER_CLASS, args.namespace, slow)]}}
     if fast:
         params = {**common, **({"fast_hz": args.fast_hz} if args.fast_hz else {})}

@@ -12,10 +12,11 @@ A policy with a fast decoder (RDP: `predict_latent` and `decode`) publishes its 
 `robot_stack_msgs/LatentChunk` on `latent_chunk` (`mode: auto|chunk|latent`); `policies.fast:
 FastDecoderNode` decodes it at the fast rate with fresh force/tactile readings.
 
-Trigger (`trigger`): "timer" (default) predicts on a timer at `slow_hz`, so an observation waits up to
-one period (half on average) for the next tick; "observation" looks every `poll_s` (0.002) and
-predicts as soon as the newest common observation stamp crosses a multiple of 1/slow_hz: one
-prediction per slow period, started when its observation has arrived (without the tick wait).
+Trigger (`trigger`): "observation" (default) looks every `poll_s` (0.002) and predicts as soon as the
+newest common observation stamp crosses a multiple of 1/slow_hz: one prediction per slow period,
+started when its observation has arrived; "timer" predicts on a timer at `slow_hz`, so an observation
+waits up to one period (half on average) for the next tick (benchmarks/policy_server.py: DP DDIM 8
+e2e p50 131 ms with the timer vs 79 ms on observation, bare call 66-72 ms).
 
 Refusal: an observation that is missing or older than `max_obs_age_s` -> nothing is published, the
 `~/status` DiagnosticStatus (WARN) names the key, and a log line says so (once per change).
@@ -23,7 +24,7 @@ A window whose newest common stamp did not advance since the last prediction is 
 
 Parameters: checkpoint, observations.<feature>.<topic|type|field>, slow_hz (0: the checkpoint's),
 max_obs_age_s (0.5), device ("cpu"), chunk_steps (0: n_action_steps), start_step (0), mode ("auto"),
-trigger ("timer"), poll_s (0.002), policy_id ("": the checkpoint directory's name), action_names
+trigger ("observation"), poll_s (0.002), policy_id ("": the checkpoint directory's name), action_names
 ([]: the checkpoint's), status_rate_hz (1), warmup (true: one prediction on zeros at start-up), seed
 (0: the node's own torch.Generator for sampling policies), cuda_graph (true: on CUDA, capture a
 policy that offers `capture_cuda_graph` during warm-up; Diffusion Policy captures its whole sampling
@@ -244,7 +245,7 @@ class PolicyServerNode(ServingNode):
         if self.declare_parameter("warmup", True).value:
             self._warm_up()
         self.period_ns = max(1, int(round(NS / self.slow_hz)))
-        trigger = self.declare_parameter("trigger", "timer").value
+        trigger = self.declare_parameter("trigger", "observation").value
         if trigger not in TRIGGERS:
             raise ParameterError(f"node '{self.get_name()}': trigger must be one of {TRIGGERS}, got {trigger!r}")
         if trigger == "timer":

@@ -386,12 +386,12 @@ def test_cli_builds_one_process_for_dp_and_two_for_rdp(ckpt, rdp_ckpt, tmp_path,
     obs_map = tmp_path / "obs.yaml"
     obs_map.write_text(yaml.safe_dump({STATE: {"topic": "/arm/joint_states"}, WRENCH: "/ft/wrench"}))
     data = serve_launch(cli_args("--checkpoint", str(ckpt), "--slow-hz", "7", "--obs-map", str(obs_map),
-                                 "--transport", "inproc"))
+                                 "--transport", "inproc", "--trigger", "timer"))
     config = parse_launch(data, "test", check_imports=True)
     (proc,) = config.processes
     (node,) = proc.nodes
     assert proc.transport == "inproc" and node.class_path == "policies.server:PolicyServerNode"
-    assert node.parameters["slow_hz"] == 7.0
+    assert node.parameters["slow_hz"] == 7.0 and node.parameters["trigger"] == "timer"
     assert node.parameters[f"observations.{STATE}.topic"] == "/arm/joint_states"
     assert node.parameters[f"observations.{WRENCH}"] == "/ft/wrench"
     config = parse_launch(serve_launch(cli_args("--checkpoint", str(rdp_ckpt), "--fast-hz", "200")), "test")
