@@ -86,6 +86,7 @@ class LockstepPolicyServer(PolicyServerNode):
         self.inputs.restart(self.episode_start_ns)
         self.policy.reset()
         self.last_obs_ns = self.latent = None
+        self._tried_ns = -1                 # the new episode's first window is acted on even if seen before
 
     def act(self) -> None:
         self.reactive_tick() if self.reactive else self.tick()

@@ -252,7 +252,7 @@ class PolicyServerNode(ServingNode):
             self.timer = self.create_timer(1.0 / self.slow_hz, self.tick, name="slow")
         else:
             self.timer = self.create_timer(self._positive("poll_s", 0.002), self.poll, name="poll")
-        self._checked_s = 0.0
+        self._checked_s, self._tried_ns = 0.0, -1
         what = "latents" if self.latent_mode else f"{self.chunk_steps}-step chunks"
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' on {self.device}: {what} at "
                                f"{self.slow_hz:g} Hz on {self.out_pub.topic}")
@@ -289,8 +289,9 @@ class PolicyServerNode(ServingNode):
         period; otherwise, once a period of wall time, only the missing/stale check (status, log)."""
         if all(buf.newest_ns is not None for buf in self.inputs.buffers.values()):
             obs_ns = self.inputs.newest_common_ns()
-            if self.last_obs_ns is None or obs_ns // self.period_ns > self.last_obs_ns // self.period_ns:
-                self._checked_s = time.monotonic()
+            new_period = self.last_obs_ns is None or obs_ns // self.period_ns > self.last_obs_ns // self.period_ns
+            if new_period and obs_ns != self._tried_ns:      # a refused window is not retried every poll
+                self._checked_s, self._tried_ns = time.monotonic(), obs_ns
                 self.act()
                 return
         if time.monotonic() - self._checked_s >= self.period_ns / NS:
