@@ -36,8 +36,9 @@ waits for the next task tick, so the observation published at that tick (`reset_
 
 Sensors, stamped with the sim time of the step they were taken at: `<camera>/image_raw` +
 `<camera>/camera_info` per entry of `cameras` ("fixed", "wrist") at `camera_hz`, `wrench`
-(geometry_msgs/WrenchStamped) at `ft_hz`, and with `tactile: true` one
-`tactile/<sensor_id>` (robot_stack_msgs/TactileFrame) per pad of the robot at `tactile_hz`.
+(geometry_msgs/WrenchStamped) at `ft_hz` (robots with an `ft_joint`; the bare hand has none), and
+with `tactile: true` one `tactile/<sensor_id>` (robot_stack_msgs/TactileFrame) per pad of the robot
+at `tactile_hz`.
 
 Tasks: with `task: push_t` (any `sim.tasks` name) the world, robot and objects are the task's
 (robot and physics rate default to the task's; `randomize` and `perturb` pass through), episode
@@ -168,7 +169,8 @@ class SimNode(Node):
         clock.set_sim_time(self.world.now())
 
         self.clock_pub = self.create_publisher(CLOCK_TYPE, "/clock", QoSProfile(depth=1))
-        self.wrench_pub = self.create_publisher("geometry_msgs/msg/WrenchStamped", "wrench", "sensor_data")
+        if self.ft is not None:
+            self.wrench_pub = self.create_publisher("geometry_msgs/msg/WrenchStamped", "wrench", "sensor_data")
         self.camera_pubs = {
             name: (self.create_publisher("sensor_msgs/msg/Image", f"{name}/image_raw", "sensor_data"),
                    self.create_publisher("sensor_msgs/msg/CameraInfo", f"{name}/camera_info", "sensor_data"))
@@ -177,7 +179,8 @@ class SimNode(Node):
         self.tactile_pubs = [(pad, self.create_publisher(TACTILE_TYPE, f"tactile/{pad.sensor_id}", "sensor_data"))
                              for pad in self.pads]
         self.robot_node.start()
-        self._tasks = [_Task(NS / clock_hz, self._publish_clock), _Task(NS / ft_hz, self._publish_wrench)]
+        self._tasks = [_Task(NS / clock_hz, self._publish_clock)]
+        self._tasks += [_Task(NS / ft_hz, self._publish_wrench)] if self.ft is not None else []
         self._tasks += [_Task(NS / camera_hz, self._publish_cameras)] if self.cameras else []
         self._tasks += [_Task(NS / tactile_hz, self._publish_tactile)] if self.pads else []
         self._tasks += [_Task(t.period * NS, self._robot_callback(t.callback), t) for t in self.robot_node.timers]
@@ -207,8 +210,10 @@ class SimNode(Node):
             self.world.connect()
             self.robot = robot_cls(self.world)
             self.robot.connect()
-        self.ft = WristFT(self.world, self.robot)
-        self.ft.connect()
+        self.ft: WristFT | None = None      # a robot without an `ft_joint` (the bare hand) has no wrist F/T
+        if getattr(self.robot.config, "ft_joint", ""):
+            self.ft = WristFT(self.world, self.robot)
+            self.ft.connect()
         width, height = size
         self.cameras: dict[str, SimCamera] = {}
         for name in cameras:
@@ -383,7 +388,8 @@ class SimNode(Node):
     def destroy_node(self) -> None:
         self.step_timer.cancel()
         self.robot_node.destroy_node()
-        self.ft.disconnect()
+        if self.ft is not None:
+            self.ft.disconnect()
         for pad in self.pads:
             pad.disconnect()
         self._close_world()

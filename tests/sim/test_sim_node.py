@@ -103,6 +103,16 @@ def test_wrench_published_with_sim_time(rig):
     assert np.all(np.isfinite(force)) and np.linalg.norm(force) > 1.0  # the hand's weight at least
 
 
+def test_bare_hand_runs_without_a_wrist_ft(rig):
+    """`sim_leap_hand` has no `ft_joint`: the node runs its joints and publishes no wrench."""
+    node, obs, ex = rig(robot="sim_leap_hand", ft_hz=100.0)
+    wrenches = listen(obs, "geometry_msgs/msg/WrenchStamped", "wrench")
+    states = listen(obs, "sensor_msgs/msg/JointState", "joint_states")
+    assert node.ft is None
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.2 and states, 5.0)
+    assert wrenches == [] and len(states[-1].name) == 16
+
+
 def test_fast_mode_runs_faster_than_wall_time(rig):
     node, _obs, ex = rig(realtime=False)
     t0 = time.perf_counter()
