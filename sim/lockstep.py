@@ -28,6 +28,11 @@ class Lockstep:
     def holding(self) -> bool:
         return self._hold_since is not None
 
+    @property
+    def held_s(self) -> float:
+        """Wall seconds the current hold has lasted (0 when not holding)."""
+        return 0.0 if self._hold_since is None else time.perf_counter() - self._hold_since
+
     def _after(self, now_ns: int) -> int:
         return (now_ns // self.period_ns + 1) * self.period_ns
 

@@ -29,7 +29,9 @@ of `sync_period_s` of sim time until an accepted `task/action_chunk` (its `obser
 `teleop_target` (its header stamp) answers the newest `task/observation` published at or before that
 boundary. While it waits the step callback returns at once (the step timer polls every
 `HOLD_POLL_S` of wall time), so the executor keeps servicing subscriptions. After
-`sync_timeout_s` of wall time without an answer it goes on and counts one `sync_timeouts`. A slow
+`sync_timeout_s` of wall time without an answer it goes on and counts one `sync_timeouts`; every
+`RESEND_S` of waiting it publishes its newest observation, camera frames and wrench again (the same
+messages), so a policy that subscribed late or lost one still answers. A slow
 policy then sees the same observations, at the same sim times, as a fast one. A RESET in lockstep
 waits for the next task tick, so the observation published at that tick (`reset_ns` in
 `task/status`) is the new episode's first, on the same sim-time grid as every other.
@@ -82,6 +84,7 @@ EPISODE_RESET = 5
 CAMERAS = ("fixed", "wrist")
 FAST_POLL_S = 1e-6          # fast mode: step batches back to back
 HOLD_POLL_S = 5e-4          # lockstep: how often a waiting sim looks for the answer (wall time)
+RESEND_S = 0.5              # lockstep: a waiting sim re-sends its newest sensor messages this often (wall time)
 
 
 class _SimulatorIsTheSource:
@@ -169,6 +172,9 @@ class SimNode(Node):
         clock.set_sim_time(self.world.now())
 
         self.clock_pub = self.create_publisher(CLOCK_TYPE, "/clock", QoSProfile(depth=1))
+        self._last_frames: dict[str, tuple[Any, Any]] = {}      # newest (image, info) per camera
+        self._last_wrench: Any = None
+        self._resends = 0
         if self.ft is not None:
             self.wrench_pub = self.create_publisher("geometry_msgs/msg/WrenchStamped", "wrench", "sensor_data")
         self.camera_pubs = {
@@ -325,6 +331,7 @@ class SimNode(Node):
             if self.lockstep is not None:
                 limit = self.lockstep.limit(self.world.time_ns, self.task_io.answered_ns, self.task_io.last_obs_ns)
                 self.step_timer.period = HOLD_POLL_S if self.lockstep.holding else FAST_POLL_S
+                self._resend_while_holding()
             if limit is None or limit > self.world.time_ns:
                 self.advance(self.batch_steps, until_ns=limit)
             return
@@ -339,6 +346,22 @@ class SimNode(Node):
             self._steps0 += due - self.batch_steps
             due = self.batch_steps
         self.advance(due)
+
+    def _resend_while_holding(self) -> None:
+        """Every `RESEND_S` of a lockstep hold, publish the newest observation, camera frames and wrench
+        again, the same messages (same stamps): a policy that joined late or lost one still answers."""
+        resends = int(self.lockstep.held_s / RESEND_S)
+        if resends <= self._resends:
+            self._resends = min(self._resends, resends)       # 0 again after the hold
+            return
+        self._resends = resends
+        if self.task_io.last_obs_msg is not None:
+            self.task_io.obs_pub.publish(self.task_io.last_obs_msg)
+        for name, msgs in self._last_frames.items():
+            for pub, msg in zip(self.camera_pubs[name], msgs, strict=True):
+                pub.publish(msg)
+        if self._last_wrench is not None:
+            self.wrench_pub.publish(self._last_wrench)
 
     def advance(self, steps: int, until_ns: int | None = None) -> None:
         """Step the physics `steps` times (stopping once sim time reaches `until_ns`); after each step
@@ -371,7 +394,8 @@ class SimNode(Node):
         self.clock_pub.publish(messages.make(CLOCK_TYPE, clock=self.world.now().to_msg()))
 
     def _publish_wrench(self) -> None:
-        self.wrench_pub.publish(self.ft.wrench_msg())
+        self._last_wrench = self.ft.wrench_msg()
+        self.wrench_pub.publish(self._last_wrench)
 
     def _publish_tactile(self) -> None:
         stamp = self.world.now()
@@ -382,8 +406,9 @@ class SimNode(Node):
         stamp = self.world.now()
         for name, camera in self.cameras.items():
             image_pub, info_pub = self.camera_pubs[name]
-            image_pub.publish(camera.image_msg(stamp))
-            info_pub.publish(camera.camera_info(stamp))
+            self._last_frames[name] = (camera.image_msg(stamp), camera.camera_info(stamp))
+            image_pub.publish(self._last_frames[name][0])
+            info_pub.publish(self._last_frames[name][1])
 
     def destroy_node(self) -> None:
         self.step_timer.cancel()

@@ -60,6 +60,7 @@ class TaskIO:
         self._last_k: int | None = None
         self._published: np.ndarray | None = None      # the action last put on task/action
         self.last_obs_ns = self.answered_ns = -1
+        self.last_obs_msg: Any = None       # re-sent by a lockstep sim that waits long for its answer
         self.obs_pub = node.create_publisher(JOINT_STATE, "task/observation", 10)
         self.action_pub = node.create_publisher(JOINT_STATE, "task/action", 10)
         self.command_pub = node.create_publisher(JOINT_STATE, "joint_commands", 10)   # the robot node's input
@@ -125,7 +126,8 @@ class TaskIO:
         self._apply(now)
         obs = self.task.observe_lowdim()
         values = np.concatenate([np.ravel(v) for v in obs.values()])
-        self.obs_pub.publish(convert.joint_state(self.obs_names, values, stamp=Time(now)))
+        self.last_obs_msg = convert.joint_state(self.obs_names, values, stamp=Time(now))
+        self.obs_pub.publish(self.last_obs_msg)
         self.last_obs_ns = now
 
     def _apply(self, now: int) -> None:

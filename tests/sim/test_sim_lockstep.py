@@ -78,6 +78,19 @@ def test_sim_waits_for_a_slow_responder_at_every_boundary(sim_and):
     assert np.all(np.diff(seen) == PERIOD_NS)              # every observation, none skipped
 
 
+def test_a_late_responder_gets_the_waiting_observation_again(sim_and, ctx):
+    """A policy that subscribes after the sim published the observation it waits on (a server still
+    loading its checkpoint) gets it re-sent within RESEND_S, and answers: no timeout."""
+    node, _, ex = sim_and(sync_period_s=0.1, sync_timeout_s=4.0)
+    assert ex.spin_until(lambda: node.lockstep.holding, 10.0)
+    waiting_on = node.task_io.last_obs_ns
+    late = SlowResponder(ctx, 0.0)
+    ex.add_node(late)
+    assert ex.spin_until(lambda: len(late.answered) >= 3, 10.0)
+    assert late.seen[0] == waiting_on and node.sync_timeouts == 0         # the re-send, not the timeout
+    late.destroy_node()
+
+
 def test_without_answers_the_sim_times_out_and_counts(sim_and):
     node, _, ex = sim_and(sync_period_s=0.1, sync_timeout_s=0.05)
     t0 = time.perf_counter()
