@@ -8,19 +8,25 @@ from sim.node import SimNode
 from sim.operator import DISCARD, FAILURE, RESET, START, STOP, SUCCESS, ScriptedOperator, observation_dict
 
 
-def test_operator_records_episodes_through_teleop_targets(ctx):
+def _rig(ctx, episodes):
+    """A lockstep push_t sim, the scripted operator (`episodes` from seed 3) and an observer, on one executor."""
     sim = SimNode(node_name="sim", context=ctx, publish_stats=False, parameter_overrides={
         "task": "push_t", "realtime": False, "cameras": [], "sync_period_s": 0.1, "sync_timeout_s": 5.0,
         "seed": 2**31 - 1, "stop_periods": 5000, "task_status_hz": 10.0})
     operator = ScriptedOperator("operator", context=ctx, publish_stats=False,
-                                parameter_overrides={"episodes": 2, "seed0": 3, "max_steps": 200})
+                                parameter_overrides={"episodes": episodes, "seed0": 3, "max_steps": 200})
     observer = rs.Node("observer", context=ctx, publish_stats=False)
-    events, targets = [], []
-    observer.create_subscription("robot_stack_msgs/msg/EpisodeEvent", "episode_events", events.append, 1000)
-    observer.create_subscription("robot_stack_msgs/msg/TeleopTarget", "teleop_target", targets.append, 10_000)
     ex = rs.Executor()
     for n in (sim, operator, observer):
         ex.add_node(n)
+    return sim, operator, observer, ex
+
+
+def test_operator_records_episodes_through_teleop_targets(ctx):
+    sim, operator, observer, ex = _rig(ctx, episodes=2)
+    events, targets = [], []
+    observer.create_subscription("robot_stack_msgs/msg/EpisodeEvent", "episode_events", events.append, 1000)
+    observer.create_subscription("robot_stack_msgs/msg/TeleopTarget", "teleop_target", targets.append, 10_000)
     try:
         assert ex.spin_until(lambda: operator.finished, 240.0)
     finally:
@@ -44,18 +50,10 @@ def test_observation_dict_groups_dims_by_key():
 
 
 def test_a_second_reset_of_the_same_episode_restarts_its_recording(ctx):
-    sim = SimNode(node_name="sim", context=ctx, publish_stats=False, parameter_overrides={
-        "task": "push_t", "realtime": False, "cameras": [], "sync_period_s": 0.1, "sync_timeout_s": 5.0,
-        "seed": 2**31 - 1, "stop_periods": 5000, "task_status_hz": 10.0})
-    operator = ScriptedOperator("operator", context=ctx, publish_stats=False,
-                                parameter_overrides={"episodes": 1, "seed0": 3, "max_steps": 200})
-    observer = rs.Node("observer", context=ctx, publish_stats=False)
+    sim, operator, observer, ex = _rig(ctx, episodes=1)
     events = []
     observer.create_subscription("robot_stack_msgs/msg/EpisodeEvent", "episode_events", events.append, 1000)
     reset = observer.create_publisher("robot_stack_msgs/msg/EpisodeEvent", "episode_events", 10)
-    ex = rs.Executor()
-    for n in (sim, operator, observer):
-        ex.add_node(n)
     try:
         assert ex.spin_until(lambda: operator.state == "recording" and sim.task.elapsed_steps >= 5, 60.0)
         reset.publish(rs.messages.make("robot_stack_msgs/msg/EpisodeEvent", event=RESET, episode_id="3"))
