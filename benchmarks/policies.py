@@ -202,9 +202,11 @@ def _row(name: str, build: BuildFn, device: str) -> dict[str, Any] | None:
     return row
 
 
-def run(variants: list[tuple[str, BuildFn]] | None = None, cpu_threads: int | None = None) -> list[dict[str, Any]]:
-    """Every variant on the CPU (`cpu_threads` intra-op threads, default torch's) and, when present, CUDA."""
-    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+def run(variants: list[tuple[str, BuildFn]] | None = None, cpu_threads: int | None = None,
+        devices: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every variant on `devices`: default the CPU (`cpu_threads` intra-op threads, default torch's)
+    and, when present, CUDA."""
+    devices = devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     default_threads = torch.get_num_threads()
     rows = []
     for device in devices:
