@@ -28,7 +28,8 @@ trigger ("observation"), poll_s (0.002), policy_id ("": the checkpoint directory
 ([]: the checkpoint's), status_rate_hz (1), warmup (true: one prediction on zeros at start-up), seed
 (0: the node's own torch.Generator for sampling policies), cuda_graph (true: on CUDA, capture a
 policy that offers `capture_cuda_graph` during warm-up; Diffusion Policy captures its whole sampling
-loop as one graph), torch_threads (0: torch's default; >0 sets the intra-op threads), policy_modules
+loop as one graph), cuda_graph_compile (false: true captures the UNet as `torch.compile` builds it,
+fused kernels; tens of seconds more at start-up), torch_threads (0: torch's default; >0 sets the intra-op threads), policy_modules
 ([]: modules to import first, for policies registered outside `policies`).
 Latency: `latency()` -> predict and observation-stamp -> published p50/p99 (also on `~/status`).
 """
@@ -242,6 +243,7 @@ class PolicyServerNode(ServingNode):
         else:
             self.out_pub = self.create_publisher(ACTION_CHUNK, "action_chunk", 10)
         self.cuda_graph = self.declare_parameter("cuda_graph", True).value
+        self.cuda_graph_compile = self.declare_parameter("cuda_graph_compile", False).value
         if self.declare_parameter("warmup", True).value:
             self._warm_up()
         self.period_ns = max(1, int(round(NS / self.slow_hz)))
@@ -264,7 +266,8 @@ class PolicyServerNode(ServingNode):
         obs["obs_is_pad"] = torch.zeros(1, self.config.n_obs, dtype=torch.bool, device=self.device)
         capture = getattr(self.policy, "capture_cuda_graph", None)
         if self.cuda_graph and capture is not None and torch.device(self.device).type == "cuda":
-            capture(obs)                           # the GPU path replays the captured graph
+            kwargs = {"compile_unet": True} if self.cuda_graph_compile else {}
+            capture(obs, **kwargs)                 # the GPU path replays the captured graph
             self.get_logger().info("inference captured as a CUDA graph")
         with torch.inference_mode():
             self.predict(obs, **self.sample_kwargs)
