@@ -29,8 +29,9 @@ trigger ("observation"), poll_s (0.002), policy_id ("": the checkpoint directory
 (0: the node's own torch.Generator for sampling policies), cuda_graph (true: on CUDA, capture a
 policy that offers `capture_cuda_graph` during warm-up; Diffusion Policy captures its whole sampling
 loop as one graph), cuda_graph_compile (false: true captures the UNet as `torch.compile` builds it,
-fused kernels; tens of seconds more at start-up), torch_threads (0: torch's default; >0 sets the intra-op threads), policy_modules
-([]: modules to import first, for policies registered outside `policies`).
+fused kernels; tens of seconds more at start-up), torch_threads (0: torch's default; >0 sets the
+intra-op threads), policy_modules ([]: modules to import first, for policies registered outside
+`policies`).
 Latency: `latency()` -> predict and observation-stamp -> published p50/p99 (also on `~/status`).
 """
 
