@@ -72,6 +72,8 @@ class CarpConfig(PolicyConfig):
     image_blocks: int = 2
     pooling: str = "spatial_softmax"
     seed: int = 0                               # tokenizer codebook init / dead-code reset generator
+    relative_to: str = ""                       # a low-dim obs whose first D values are the action's own
+                                                # coordinates: tokenize the chunk minus their newest value
 
     def __post_init__(self):
         super().__post_init__()
@@ -176,6 +178,11 @@ class CarpPolicy(Policy):
             self.obs_encoder.out_dim, config.n_obs, self.action_dim, self.tokenizer.scales, config.latent_dim,
             config.codebook_size, config.d_model, config.n_layers, config.n_heads, config.dropout)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))
+        rel = config.relative_to
+        if rel and (rel not in config.obs or rel not in self.lowdim_features
+                    or int(features[rel].shape[0]) < self.action_dim):
+            raise PolicyError(f"carp: relative_to '{rel}' must be a low-dim observation in obs with at least "
+                              f"{self.action_dim} values (the action's coordinates first)")
 
     # --- training -------------------------------------------------------------------------------
     def current_stage(self) -> str:
@@ -194,7 +201,7 @@ class CarpPolicy(Policy):
         if stage == "transformer" and self.training and not _distributed():
             self.tokenizer.requires_grad_(False)    # frozen: the trainer's EMA copy then takes it exactly
         grad = torch.is_grad_enabled()
-        actions = self.normalizer.normalize(self.config.action, batch["action"])          # B, H, D
+        actions = self.normalizer.normalize(self.config.action, batch["action"]) - self._origin(batch)  # B, H, D
         with torch.set_grad_enabled(grad and stage in ("tokenizer", "joint")):
             _, _, tok = self.tokenizer(actions, update=self.training and stage != "transformer")
         with torch.set_grad_enabled(grad and stage in ("transformer", "joint")):
@@ -231,6 +238,17 @@ class CarpPolicy(Policy):
     def _resized(self, f_hat: torch.Tensor, k: int, b: int) -> torch.Tensor:
         r = self.tokenizer.next_input(f_hat, k)                                             # B*D, C, s_k
         return r.reshape(b, self.action_dim, *r.shape[1:])                                  # B, D, C, s_k
+
+    def _origin(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """What the tokens are relative to, in normalized action units: (B, 1, D) the newest value of
+        `relative_to`'s first D entries (normalized as actions: same coordinates), or 0."""
+        rel = self.config.relative_to
+        if not rel:
+            return 0.0
+        if f"obs.{rel}" not in batch:
+            raise PolicyError(f"carp: observation key 'obs.{rel}' missing; got {sorted(batch)}")
+        newest = batch[f"obs.{rel}"][:, -1:, :self.action_dim]                               # B, 1, D raw
+        return self.normalizer.normalize(self.config.action, newest)
 
     def _cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         missing = [f"obs.{n}" for n in self.config.obs if f"obs.{n}" not in batch]
@@ -279,7 +297,7 @@ class CarpPolicy(Policy):
     def predict_action(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """Raw observations {"obs.<name>": (B, n_obs, ...)} -> (B, horizon, D_act) raw-unit actions."""
         tokens = self.generate_tokens(obs, generator=generator)
-        actions = self.tokenizer.decode(tokens)                                             # B, H, D normalized
+        actions = self.tokenizer.decode(tokens) + self._origin(obs)                         # B, H, D normalized
         return self.normalizer.unnormalize(self.config.action, actions)
 
 

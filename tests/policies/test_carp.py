@@ -141,6 +141,37 @@ def test_config_is_validated():
         _policy().predict_action({"obs.other": torch.zeros(1, 2, 5)})
 
 
+def test_relative_to_must_name_a_lowdim_observation_with_the_action_coordinates():
+    with pytest.raises(PolicyError, match="relative_to"):
+        _policy(relative_to="observation.other")
+    features = {"observation.state": FeatureSpec("observation.state", "state", (2,)),
+                "action": FeatureSpec("action", "action", (3,))}
+    normalizer = Normalizer.from_stats({"observation.state": _stats(2, "state"), "action": _stats(3, "action")})
+    with pytest.raises(PolicyError, match="at least 3"):
+        CarpPolicy(CarpConfig(**SMALL, relative_to="observation.state"), features, normalizer)
+
+
+def test_relative_to_tokenizes_the_chunk_relative_to_the_newest_state():
+    """Moving the state's first D values and the chunk together leaves the tokens unchanged, and the
+    predicted chunk is the decoded tokens plus the newest state."""
+    policy = _policy(relative_to="observation.state", tokenizer_steps=1).train()
+    obs, actions = _obs(batch=8), torch.rand(8, 16, 3) * 2 - 1
+    policy.compute_loss({**obs, "action": actions})            # fits the codebook to relative chunks
+    policy.eval()
+    shift = torch.tensor([0.5, -0.3, 0.2])
+    moved = obs["obs.observation.state"].clone()
+    moved[..., :3] += shift
+
+    def tokens(o, a):
+        return policy.tokenizer.encode(policy.normalizer.normalize("action", a) - policy._origin(o))
+
+    before, after = tokens(obs, actions), tokens({"obs.observation.state": moved}, actions + shift)
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
+    newest = policy.normalizer.normalize("action", obs["obs.observation.state"][:, -1:, :3])
+    decoded = policy.tokenizer.decode(policy.generate_tokens(obs)) + newest
+    torch.testing.assert_close(policy.predict_action(obs), policy.normalizer.unnormalize("action", decoded))
+
+
 def test_sequential_stages_switch_after_tokenizer_steps():
     policy = _policy(tokenizer_steps=2).train()
     batch = {**_obs(batch=8), "action": torch.rand(8, 16, 3) * 4 - 2}
