@@ -18,7 +18,9 @@ one arbitrary phase against the tick. So e2e includes waiting for the next tick;
 `run_policy`) shows that part. The server takes the newest aligned window at each tick (its executor
 drains the subscriptions queued during a prediction before the next tick), so queued observations are
 skipped, not served late. Two more rows run DP DDIM 8 and CARP with the server's `trigger:
-observation` (predict as soon as the observation of a new slow period has arrived: no tick wait).
+observation` (predict as soon as the observation of a new slow period has arrived: no tick wait), and
+one RDP fast row with the fast decoder's `trigger: reading` (decode as soon as a new wrench reading
+opens a new fast period).
 Threads: every server node spins its own executor thread; the feeder and the probe share the main
 thread's executor, which sleeps rather than spin-waits (a spinning thread holds the GIL for up to the
 5 ms switch interval and would slow the server). Transport `inproc` for every row; `dds` (CycloneDDS,
@@ -244,7 +246,7 @@ class RowSpec:
     checkpoint: str                     # key of CHECKPOINTS
     part: str = "chunk"                 # "chunk" (action_chunk), "latent" (RDP slow), "fast" (RDP fast decoder)
     transport: str = "inproc"
-    trigger: str = "timer"              # the slow server's `trigger`: "timer" or "observation"
+    trigger: str = "timer"              # the node's `trigger`: "timer", or "observation" (slow) / "reading" (fast)
 
 
 CHECKPOINTS: dict[str, Callable[[Path], Path]] = {
@@ -252,8 +254,9 @@ CHECKPOINTS: dict[str, Callable[[Path], Path]] = {
 ROWS = [RowSpec("dp-cpu-ddim16", "dp16"), RowSpec("dp-cpu-ddim8", "dp8"), RowSpec("carp-scales4", "carp"),
         RowSpec("rdp-slow-ddim8", "rdp", "latent"), RowSpec("rdp-fast-decode", "rdp", "fast"),
         RowSpec("dp-cpu-ddim8", "dp8", transport="dds"), RowSpec("rdp-fast-decode", "rdp", "fast", "dds"),
-        RowSpec("dp-cpu-ddim8", "dp8", trigger="observation"), RowSpec("carp-scales4", "carp", trigger="observation")]
-QUICK_ROWS = [ROWS[1], ROWS[2], ROWS[3], ROWS[4], ROWS[5], ROWS[7]]
+        RowSpec("dp-cpu-ddim8", "dp8", trigger="observation"), RowSpec("carp-scales4", "carp", trigger="observation"),
+        RowSpec("rdp-fast-decode", "rdp", "fast", trigger="reading")]
+QUICK_ROWS = [ROWS[1], ROWS[2], ROWS[3], ROWS[4], ROWS[5], ROWS[7], ROWS[9]]
 
 
 def dds_domain() -> int:
@@ -274,7 +277,7 @@ def _server(spec: RowSpec, ckpt: Path, ctx: rs.Context) -> TimedServer | TimedFa
     if spec.part == "latent":
         features += [f for f in meta["config"].get("fast_obs", ()) if f not in features]
     overrides = {"checkpoint": str(ckpt), "torch_threads": THREADS, "action_names": ["a0", "a1"],
-                 **({} if spec.part == "fast" else {"trigger": spec.trigger}),
+                 "trigger": spec.trigger,
                  **obs_map_parameters({f: TOPICS[f] for f in features})}
     cls = TimedFastDecoder if spec.part == "fast" else TimedServer
     return cls(context=ctx, publish_stats=False, parameter_overrides=overrides)

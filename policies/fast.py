@@ -2,7 +2,9 @@
 
 The slow `PolicyServerNode` publishes the policy's latent (`robot_stack_msgs/LatentChunk` on
 `latent_chunk`, header.stamp = the time of the chunk's step 0). At `fast_hz` this node re-decodes the
-newest latent with the freshest force/tactile readings (`config.fast_obs`): with RDP's `fast_per_step`
+newest latent with the freshest force/tactile readings (`config.fast_obs`) (`trigger: reading`, the
+default: as soon as a reading enters a new 1/fast_hz period or a new latent arrives, polled every
+`poll_s`, 1 ms; `trigger: timer`: on a fixed fast_hz timer): with RDP's `fast_per_step`
 (default) the readings at the times of the chunk's steps already passed, interpolated from the
 stream's history like the training loader's `future` windows, then the newest one for the current
 step, held over the rest; otherwise the newest sample alone, held over the chunk. It publishes the
@@ -14,8 +16,8 @@ Refuses (nothing published, `~/status` names the key, one log line) when a fast 
 older than `max_obs_age_s`. Latents from another checkpoint (policy_id) or of the wrong shape are
 counted and dropped; a latent whose steps are all past publishes nothing (`expired`).
 Parameters: checkpoint, observations.<feature>.<topic|type|field>, fast_hz (0: the checkpoint's),
-max_obs_age_s, device, chunk_steps, start_step, policy_id, action_names, status_rate_hz, policy_modules
-(as `PolicyServerNode`).
+trigger ("reading" | "timer"), poll_s (0.001), max_obs_age_s, device, chunk_steps, start_step, policy_id,
+action_names, status_rate_hz, policy_modules (as `PolicyServerNode`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from policies.base import PolicyError
 from policies.obs_buffer import ObservationInputs
 from policies.server import ACTION_CHUNK, LATENT_CHUNK, ServingNode, action_chunk_msg, has_fast_decoder
 from robot_stack.clock import NS, Time
+from robot_stack.errors import ParameterError
+
+TRIGGERS = ("reading", "timer")
 
 
 def fast_readings(inputs: ObservationInputs, names: list[str], step0_ns: int, newest_ns: int, dt_ns: float,
@@ -66,7 +71,15 @@ class FastDecoderNode(ServingNode):
         self.reason = "waiting for a latent"
         self.create_subscription(LATENT_CHUNK, "latent_chunk", self._on_latent, 10)
         self.out_pub = self.create_publisher(ACTION_CHUNK, "action_chunk", 10)
-        self.timer = self.create_timer(1.0 / self.fast_hz, self.tick, name="fast")
+        self.period_ns = max(1, int(round(NS / self.fast_hz)))
+        self.last_reading_ns: int | None = None          # the newest reading of the last decode
+        trigger = self.declare_parameter("trigger", "reading").value
+        if trigger not in TRIGGERS:
+            raise ParameterError(f"node '{self.get_name()}': trigger must be one of {TRIGGERS}, got {trigger!r}")
+        if trigger == "timer":
+            self.timer = self.create_timer(1.0 / self.fast_hz, self.tick, name="fast")
+        else:
+            self.timer = self.create_timer(self._positive("poll_s", 0.001), self.poll, name="poll")
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' fast decoder on {self.device} at "
                                f"{self.fast_hz:g} Hz: {', '.join(self.fast_obs)} -> {self.out_pub.topic}")
 
@@ -82,6 +95,11 @@ class FastDecoderNode(ServingNode):
         self.latent = torch.from_numpy(data.reshape(shape)).to(self.device)
         self.latent_step0_ns = Time.from_msg(msg.header.stamp).nanoseconds
         self.latents += 1
+        self.last_reading_ns, self._tried_ns = None, -1      # `trigger: reading` decodes it at the next poll
+
+    def poll(self) -> None:
+        if self.latent is not None:
+            self.poll_inputs(self.inputs, self.last_reading_ns, self.period_ns, self.tick)
 
     def tick(self) -> None:
         if self.latent is None or not self.check(self.inputs):
@@ -103,6 +121,7 @@ class FastDecoderNode(ServingNode):
         first_ns = self.latent_step0_ns + int(round(first * dt_ns))
         self.out_pub.publish(action_chunk_msg(rows, self.action_names, first_ns, self.dt_s, max(stamps),
                                               self.policy_id))
+        self.last_reading_ns = min(stamps)
         self.published(max(stamps))
 
     def counters(self) -> dict[str, Any]:

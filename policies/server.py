@@ -134,6 +134,7 @@ class ServingNode(Node):
         self.reason = "waiting for the first tick"
         self.predict_latency = LatencyWindow()
         self.publish_latency = LatencyWindow()
+        self._checked_s, self._tried_ns = 0.0, -1        # poll_inputs: last wall-time check, last stamp tried
         self.status_pub = self.create_publisher(DIAGNOSTIC_STATUS, "~/status", 10)
         self.create_timer(1.0 / self._positive("status_rate_hz", 1.0), self.publish_status, name="status")
 
@@ -218,6 +219,21 @@ class ServingNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def poll_inputs(self, inputs: ObservationInputs, last_ns: int | None, period_ns: int, act: Any) -> None:
+        """What an observation-driven trigger's poll timer runs: `act()` once the newest common stamp of
+        `inputs` is in a later `period_ns` than `last_ns` (the stamp last acted on; None: act at once);
+        otherwise, once a period of wall time, only the missing/stale check (status, log)."""
+        if all(buf.newest_ns is not None for buf in inputs.buffers.values()):
+            obs_ns = inputs.newest_common_ns()
+            new_period = last_ns is None or obs_ns // period_ns > last_ns // period_ns
+            if new_period and obs_ns != self._tried_ns:      # a refused window is not retried every poll
+                self._checked_s, self._tried_ns = time.monotonic(), obs_ns
+                act()
+                return
+        if time.monotonic() - self._checked_s >= period_ns / NS:
+            self._checked_s = time.monotonic()
+            self.check(inputs)
+
 
 class PolicyServerNode(ServingNode):
     def __init__(self, node_name: str | None = None, **node_kwargs: Any):
@@ -255,7 +271,6 @@ class PolicyServerNode(ServingNode):
             self.timer = self.create_timer(1.0 / self.slow_hz, self.tick, name="slow")
         else:
             self.timer = self.create_timer(self._positive("poll_s", 0.002), self.poll, name="poll")
-        self._checked_s, self._tried_ns = 0.0, -1
         what = "latents" if self.latent_mode else f"{self.chunk_steps}-step chunks"
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' on {self.device}: {what} at "
                                f"{self.slow_hz:g} Hz on {self.out_pub.topic}")
@@ -289,18 +304,8 @@ class PolicyServerNode(ServingNode):
         self.published(obs_ns)
 
     def poll(self) -> None:
-        """`trigger: observation`: `act()` once the newest common stamp crosses the next multiple of the
-        period; otherwise, once a period of wall time, only the missing/stale check (status, log)."""
-        if all(buf.newest_ns is not None for buf in self.inputs.buffers.values()):
-            obs_ns = self.inputs.newest_common_ns()
-            new_period = self.last_obs_ns is None or obs_ns // self.period_ns > self.last_obs_ns // self.period_ns
-            if new_period and obs_ns != self._tried_ns:      # a refused window is not retried every poll
-                self._checked_s, self._tried_ns = time.monotonic(), obs_ns
-                self.act()
-                return
-        if time.monotonic() - self._checked_s >= self.period_ns / NS:
-            self._checked_s = time.monotonic()
-            self.check(self.inputs)
+        """`trigger: observation`: `act()` once the newest common stamp enters a new period."""
+        self.poll_inputs(self.inputs, self.last_obs_ns, self.period_ns, self.act)
 
     def act(self) -> None:
         """One prediction on the newest window (what a due `poll` runs)."""

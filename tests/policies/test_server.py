@@ -375,6 +375,33 @@ def test_rdp_latent_and_fast_decoder_follow_fresh_force(rig, tmp_path, per_step)
     assert fast.latency()["predict"]["count"] >= 5 and fast.latents >= 1
 
 
+def test_fast_decoder_reading_trigger_decodes_each_new_period_once_and_stops_with_the_readings(rig, rdp_ckpt):
+    """`trigger: reading` (default): one decode per 1/fast_hz period of reading time, right after the
+    reading that opens it, and nothing while no new reading arrives (a timer would re-decode the held one)."""
+    latents = []
+    rig.feeder.create_subscription("robot_stack_msgs/msg/LatentChunk", "/latent_chunk", latents.append, 100)
+    obs_map = {STATE: "/joint_states", WRENCH: "/wrench"}
+    slow = rig.server(rdp_ckpt, obs_map=obs_map)
+    fast = rig.server(rdp_ckpt, cls=FastDecoderNode, obs_map=obs_map)
+    feeding = [True]
+    rig.feeder.create_timer(0.01, lambda: rig.publish(STATE, now_ns(), HOME))
+    rig.feeder.create_timer(0.005, lambda: feeding[0] and rig.publish(WRENCH, now_ns(), np.zeros(6)))
+    assert rig.spin_until(lambda: latents and len(rig.chunks) >= 8)
+    slow.timer.cancel()
+    n = len(rig.chunks)
+    assert rig.spin_until(lambda: len(rig.chunks) >= n + 6)
+    stamps = [Time.from_msg(m.observation_stamp).nanoseconds for m in rig.chunks[n:]]
+    periods = [s // fast.period_ns for s in stamps]
+    assert periods == sorted(set(periods))                   # one decode per 20 ms period, in order
+    feeding[0] = False
+    rig.executor.spin_until(lambda: False, 0.05)             # the last readings in flight arrive
+    n = len(rig.chunks)
+    rig.executor.spin_until(lambda: False, 0.3)
+    assert len(rig.chunks) == n                               # no new reading: nothing decoded
+    with pytest.raises(ParameterError, match="trigger"):
+        rig.server(rdp_ckpt, cls=FastDecoderNode, obs_map=obs_map, trigger="often")
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 def cli_args(*argv):
     parser = argparse.ArgumentParser()
