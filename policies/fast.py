@@ -32,9 +32,8 @@ from policies.base import PolicyError
 from policies.obs_buffer import ObservationInputs
 from policies.server import ACTION_CHUNK, LATENT_CHUNK, ServingNode, action_chunk_msg, has_fast_decoder
 from robot_stack.clock import NS, Time
-from robot_stack.errors import ParameterError
 
-TRIGGERS = ("reading", "timer")
+TRIGGERS = ("timer", "reading")                 # the last one is the default
 
 
 def fast_readings(inputs: ObservationInputs, names: list[str], step0_ns: int, newest_ns: int, dt_ns: float,
@@ -71,15 +70,8 @@ class FastDecoderNode(ServingNode):
         self.reason = "waiting for a latent"
         self.create_subscription(LATENT_CHUNK, "latent_chunk", self._on_latent, 10)
         self.out_pub = self.create_publisher(ACTION_CHUNK, "action_chunk", 10)
-        self.period_ns = max(1, int(round(NS / self.fast_hz)))
         self.last_reading_ns: int | None = None          # the newest reading of the last decode
-        trigger = self.declare_parameter("trigger", "reading").value
-        if trigger not in TRIGGERS:
-            raise ParameterError(f"node '{self.get_name()}': trigger must be one of {TRIGGERS}, got {trigger!r}")
-        if trigger == "timer":
-            self.timer = self.create_timer(1.0 / self.fast_hz, self.tick, name="fast")
-        else:
-            self.timer = self.create_timer(self._positive("poll_s", 0.001), self.poll, name="poll")
+        self.create_trigger(self.fast_hz, TRIGGERS, 0.001, "fast")
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' fast decoder on {self.device} at "
                                f"{self.fast_hz:g} Hz: {', '.join(self.fast_obs)} -> {self.out_pub.topic}")
 

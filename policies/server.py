@@ -59,7 +59,7 @@ ACTION_CHUNK = "robot_stack_msgs/msg/ActionChunk"
 LATENT_CHUNK = "robot_stack_msgs/msg/LatentChunk"
 DIAGNOSTIC_STATUS = "diagnostic_msgs/msg/DiagnosticStatus"
 MODES = ("auto", "chunk", "latent")
-TRIGGERS = ("timer", "observation")
+TRIGGERS = ("timer", "observation")             # the last one is the default
 
 
 class LatencyWindow:
@@ -219,6 +219,18 @@ class ServingNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def create_trigger(self, hz: float, triggers: tuple[str, ...], poll_s: float, timer_name: str) -> None:
+        """The `trigger` parameter (default triggers[-1]): "timer" runs `tick` at `hz`; the other polls
+        every `poll_s` (parameter) and `poll` decides. Sets `period_ns` (1/hz) and `timer`."""
+        self.period_ns = max(1, int(round(NS / hz)))
+        trigger = self.declare_parameter("trigger", triggers[-1]).value
+        if trigger not in triggers:
+            raise ParameterError(f"node '{self.get_name()}': trigger must be one of {triggers}, got {trigger!r}")
+        if trigger == "timer":
+            self.timer = self.create_timer(1.0 / hz, self.tick, name=timer_name)
+        else:
+            self.timer = self.create_timer(self._positive("poll_s", poll_s), self.poll, name="poll")
+
     def poll_inputs(self, inputs: ObservationInputs, last_ns: int | None, period_ns: int, act: Any) -> None:
         """What an observation-driven trigger's poll timer runs: `act()` once the newest common stamp of
         `inputs` is in a later `period_ns` than `last_ns` (the stamp last acted on; None: act at once);
@@ -263,14 +275,7 @@ class PolicyServerNode(ServingNode):
         self.cuda_graph_compile = self.declare_parameter("cuda_graph_compile", False).value
         if self.declare_parameter("warmup", True).value:
             self._warm_up()
-        self.period_ns = max(1, int(round(NS / self.slow_hz)))
-        trigger = self.declare_parameter("trigger", "observation").value
-        if trigger not in TRIGGERS:
-            raise ParameterError(f"node '{self.get_name()}': trigger must be one of {TRIGGERS}, got {trigger!r}")
-        if trigger == "timer":
-            self.timer = self.create_timer(1.0 / self.slow_hz, self.tick, name="slow")
-        else:
-            self.timer = self.create_timer(self._positive("poll_s", 0.002), self.poll, name="poll")
+        self.create_trigger(self.slow_hz, TRIGGERS, 0.002, "slow")
         what = "latents" if self.latent_mode else f"{self.chunk_steps}-step chunks"
         self.get_logger().info(f"{self.policy.name} '{self.policy_id}' on {self.device}: {what} at "
                                f"{self.slow_hz:g} Hz on {self.out_pub.topic}")
