@@ -312,19 +312,16 @@ class Normalizer:
         return (torch.tensor(scale, dtype=torch.float32).reshape(shape),
                 torch.tensor(offset, dtype=torch.float32).reshape(shape))
 
-    def to(self, device: torch.device | str) -> Normalizer:
-        """A normalizer with the same statistics and its affine tensors on `device` (e.g. a GPU: no
-        host-to-device copy per call, which a CUDA graph capture could not contain)."""
-        moved = Normalizer.__new__(Normalizer)
-        moved.stats, moved.modes = self.stats, dict(self.modes)
-        moved._scale = {k: v.to(device) for k, v in self._scale.items()}
-        moved._offset = {k: v.to(device) for k, v in self._offset.items()}
-        return moved
-
     def _params(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`name`'s affine tables on x's device and dtype, copied there once (then cached: no
+        host-to-device copy per call on a GPU, which a CUDA graph capture could not contain)."""
         if name not in self.modes:
             raise LoaderError(f"no normalization for '{name}'; known: {', '.join(self.modes)}")
-        return self._scale[name].to(x.device, x.dtype), self._offset[name].to(x.device, x.dtype)
+        cache = self.__dict__.setdefault("_tables", {})
+        key = (name, x.device, x.dtype)
+        if key not in cache:
+            cache[key] = (self._scale[name].to(x.device, x.dtype), self._offset[name].to(x.device, x.dtype))
+        return cache[key]
 
     def normalize(self, name: str, x: torch.Tensor) -> torch.Tensor:
         scale, offset = self._params(name, x)

@@ -108,3 +108,18 @@ class DdimSampler:
         for i in range(self.steps):
             x = self.step(i, denoiser(x, self.timestep(i, b), *condition), x)
         return x
+
+
+class DdimSamplers:
+    """The `DdimSampler`s of one diffusers `DDIMScheduler`: `samplers(steps, device)`, each built on
+    first use and kept (a policy samples with a few step counts on one or two devices)."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self._built: dict[tuple[int, torch.device], DdimSampler] = {}
+
+    def __call__(self, steps: int, device: torch.device | str) -> DdimSampler:
+        key = (int(steps), torch.device(device))
+        if key not in self._built:
+            self._built[key] = DdimSampler.from_scheduler(self.scheduler, *key)
+        return self._built[key]

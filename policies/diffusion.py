@@ -33,7 +33,7 @@ import torch
 from data.loader import Normalizer
 from policies.base import FeatureSpec, Policy, PolicyConfig, PolicyError, register_policy
 from policies.cuda_graph import CudaGraph
-from policies.ddim import DdimSampler
+from policies.ddim import DdimSamplers
 from policies.encoders import ObservationEncoder
 from policies.unet1d import ConditionalUnet1D
 
@@ -105,7 +105,8 @@ class DiffusionPolicy(Policy):
                                       down_dims=tuple(config.down_dims), kernel_size=config.kernel_size,
                                       n_groups=config.n_groups, step_embed_dim=config.step_embed_dim)
         self.train_scheduler = self._scheduler("ddpm")
-        self.ddim_scheduler = self._scheduler("ddim")       # configures `ddim(steps, device)`; never stepped
+        self.ddim_scheduler = self._scheduler("ddim")       # configures `ddim`; never stepped
+        self.ddim = DdimSamplers(self.ddim_scheduler)       # ddim(steps, device) -> the tensor-only sampler
 
     def _check_normalizer(self) -> None:
         names = [*self.config.obs, self.config.action]
@@ -186,7 +187,7 @@ class DiffusionPolicy(Policy):
         cond = self.encode(obs)                                                       # B, C
         x = self.initial_noise(cond.shape[0], cond.device, generator=generator, seed=seed)
         x = self.sample(x, cond, steps)                                               # B, H, D
-        return self._device_normalizer(x.device).unnormalize(self.config.action, x)
+        return self.normalizer.unnormalize(self.config.action, x)
 
     def initial_noise(self, batch_size: int, device: torch.device, *, generator: torch.Generator | None = None,
                       seed: int | None = None) -> torch.Tensor:
@@ -204,37 +205,11 @@ class DiffusionPolicy(Policy):
         """Denoise (B, H, D) noise `x` given the (B, C) condition with DDIM -> (B, H, D) normalized actions."""
         return self.ddim(self._steps(inference_steps), x.device).run(self.denoiser, x, cond)
 
-    def ddim(self, steps: int, device: torch.device | str) -> DdimSampler:
-        """The tensor-only DDIM sampler for `steps` on `device` (built from `ddim_scheduler` once, cached)."""
-        device = torch.device(device)
-        cache = self.__dict__.setdefault("_ddim_cache", {})
-        key = (int(steps), device)
-        if key not in cache:
-            cache[key] = DdimSampler.from_scheduler(self.ddim_scheduler, int(steps), device)
-        return cache[key]
-
     def _steps(self, inference_steps: int | None) -> int:
         steps = self.config.inference_steps if inference_steps is None else int(inference_steps)
         if not 1 <= steps <= self.config.train_steps:
             raise PolicyError(f"dp: inference_steps must be in [1, {self.config.train_steps}], got {steps}")
         return steps
-
-    def normalized_obs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """As `Policy.normalized_obs`, with the statistics already on the observations' device."""
-        norm = self._device_normalizer(batch[self._obs_keys[0]].device)
-        return {n: norm.normalize(n, batch[f"obs.{n}"]) for n in self.config.obs}
-
-    def _device_normalizer(self, device: torch.device) -> Normalizer:
-        """`self.normalizer` with its affine tensors on `device`, made once per device: the same values
-        without a host-to-device copy per call (which a CUDA graph capture could not contain)."""
-        if device.type == "cpu":
-            return self.normalizer
-        cache = self.__dict__.setdefault("_normalizers", {})
-        source, moved = cache.get(device, (None, None))
-        if source is not self.normalizer:
-            moved = self.normalizer.to(device)
-            cache[device] = (self.normalizer, moved)
-        return moved
 
     @property
     def _obs_keys(self) -> list[str]:
@@ -271,9 +246,9 @@ class DiffusionPolicy(Policy):
     def _chunk_fn(self, steps: int, device: torch.device,
                   unet: Denoiser | None = None) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
         """What `capture_cuda_graph` captures: {obs.*: raw windows, "noise": (B, H, D)} -> (B, H, D) raw
-        actions, with `unet` (default the eager UNet); tensor work on `device` only (its tables are made
-        here, before)."""
-        ddim, norm = self.ddim(steps, device), self._device_normalizer(device)
+        actions, with `unet` (default the eager UNet); tensor work on `device` only (the DDIM tables are
+        made here; the normalizer copies its tables to `device` once, in `CudaGraph`'s warm-up)."""
+        ddim, norm = self.ddim(steps, device), self.normalizer     # its tables reach `device` in the warm-up
         unet = self.unet if unet is None else unet
 
         def chunk(static: dict[str, torch.Tensor]) -> torch.Tensor:

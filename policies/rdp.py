@@ -49,7 +49,7 @@ from torch import nn
 
 from data.loader import Normalizer
 from policies.base import FeatureSpec, Policy, PolicyConfig, PolicyError, register_policy
-from policies.ddim import DdimSampler
+from policies.ddim import DdimSamplers
 from policies.encoders import ObservationEncoder
 from policies.rdp_tokenizer import AsymmetricTokenizer
 
@@ -177,7 +177,7 @@ class ReactiveDiffusionPolicy(Policy):
                   clip_sample=False, prediction_type=config.prediction_type)
         self.train_scheduler = DDPMScheduler(**kw)
         self.infer_scheduler = DDIMScheduler(**kw)             # configures the samplers; never stepped
-        self._samplers: dict[torch.device, DdimSampler] = {}
+        self._samplers = DdimSamplers(self.infer_scheduler)
         self._freeze_for_stage()
 
     # --- stages ----------------------------------------------------------------------------------
@@ -277,10 +277,7 @@ class ReactiveDiffusionPolicy(Policy):
         """Slow part: raw observations -> latent (B, h, c) by DDIM (`inference_steps`, `policies.ddim`) from noise."""
         cond = self._condition(obs)                                   # B, C
         x = torch.randn((cond.shape[0], *self.latent_shape), generator=generator, device=cond.device)
-        if cond.device not in self._samplers:
-            self._samplers[cond.device] = DdimSampler.from_scheduler(self.infer_scheduler, self.config.inference_steps,
-                                                                     cond.device)
-        x = self._samplers[cond.device].run(self.denoiser, x, cond)   # B, h, c
+        x = self._samplers(self.config.inference_steps, cond.device).run(self.denoiser, x, cond)   # B, h, c
         return x * self.latent_std                                    # B, h, c
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from policies.ddim import DdimSampler
+from policies.ddim import DdimSampler, DdimSamplers
 
 STEPS = (16, 8, 4, 1)
 
@@ -74,6 +74,14 @@ def test_timesteps_and_scheduler_left_alone():
         DdimSampler.from_scheduler(_scheduler(thresholding=True), 4)
     with pytest.raises(ValueError, match="prediction_type"):
         DdimSampler(torch.tensor([9]), torch.tensor([0.5]), torch.tensor([1.0]), prediction_type="flow")
+
+
+def test_samplers_are_built_once_per_step_count_and_device():
+    samplers = DdimSamplers(_scheduler())
+    eight = samplers(8, "cpu")
+    assert samplers(8, torch.device("cpu")) is eight and samplers(4, "cpu") is not eight
+    assert torch.equal(eight.timesteps, DdimSampler.from_scheduler(_scheduler(), 8).timesteps)
+    assert eight.steps == 8 and samplers(4, "cpu").steps == 4
 
 
 class _Ops(TorchDispatchMode):
