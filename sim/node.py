@@ -38,7 +38,9 @@ waits for the next task tick, so the observation published at that tick (`reset_
 
 Sensors, stamped with the sim time of the step they were taken at: `<camera>/image_raw` +
 `<camera>/camera_info` per entry of `cameras` ("fixed", "wrist") at `camera_hz`, `wrench`
-(geometry_msgs/WrenchStamped) at `ft_hz` (robots with an `ft_joint`; the bare hand has none), and
+(geometry_msgs/WrenchStamped) at `ft_hz` (robots with an `ft_joint`; the bare hand has none; a task
+with its own wrist F/T, e.g. wipe or peg_insert, publishes that one, tared at each reset exactly as
+its observation and demonstrations carry it; otherwise the reading is un-tared), and
 with `tactile: true` one `tactile/<sensor_id>` (robot_stack_msgs/TactileFrame) per pad of the robot
 at `tactile_hz`.
 
@@ -217,7 +219,10 @@ class SimNode(Node):
             self.robot = robot_cls(self.world)
             self.robot.connect()
         self.ft: WristFT | None = None      # a robot without an `ft_joint` (the bare hand) has no wrist F/T
-        if getattr(self.robot.config, "ft_joint", ""):
+        task_ft = getattr(self.task, "ft", None)
+        if isinstance(task_ft, WristFT):    # the task's own, tared at each reset: what its demos recorded
+            self.ft = task_ft
+        elif getattr(self.robot.config, "ft_joint", ""):
             self.ft = WristFT(self.world, self.robot)
             self.ft.connect()
         width, height = size

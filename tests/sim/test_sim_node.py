@@ -103,6 +103,17 @@ def test_wrench_published_with_sim_time(rig):
     assert np.all(np.isfinite(force)) and np.linalg.norm(force) > 1.0  # the hand's weight at least
 
 
+def test_a_task_with_its_own_ft_publishes_that_one_tared_at_reset(rig):
+    """wipe tares its wrist F/T at each reset; the node's `wrench` is that sensor, so the topic
+    carries what the task's observation (and so its demonstrations) carry, not the hand's ~10 N."""
+    node, obs, ex = rig(task="wipe", seed=2, ft_hz=100.0)
+    assert node.ft is node.task.ft
+    wrenches = listen(obs, "geometry_msgs/msg/WrenchStamped", "wrench")
+    assert ex.spin_until(lambda: node.sim_time.seconds >= 0.1 and wrenches, 5.0)
+    assert np.linalg.norm(convert.wrench_vector(wrenches[0])[:3]) < 1.0
+    assert np.linalg.norm(node.task.ft.raw()[:3]) > 1.0                 # un-tared, the hand weighs more
+
+
 def test_bare_hand_runs_without_a_wrist_ft(rig):
     """`sim_leap_hand` has no `ft_joint`: the node runs its joints and publishes no wrench."""
     node, obs, ex = rig(robot="sim_leap_hand", ft_hz=100.0)
