@@ -144,7 +144,8 @@ def worker_launch(cfg: EvalConfig, meta: dict[str, Any], worker: int) -> dict[st
     sync_hz = float(meta["config"]["action_rate"]) if fast else slow_hz
     cams, (width, height) = sim_cameras(meta, cfg.video)
     obs_map = {**default_obs_map(meta, cfg.task), **cfg.obs_map}
-    sim = {"task": cfg.task, "realtime": False, "sync_period_s": 1.0 / sync_hz, "sync_timeout_s": cfg.sync_timeout_s,
+    sim = {"task": cfg.task, "max_steps": cfg.max_steps, "realtime": False, "sync_period_s": 1.0 / sync_hz,
+           "sync_timeout_s": cfg.sync_timeout_s,
            "seed": INITIAL_SEED - worker, "perturb": cfg.perturb, "randomize": cfg.randomize, "cameras": cams,
            "camera_width": width, "camera_height": height, "camera_hz": slow_hz, "task_status_hz": slow_hz,
            "stop_periods": 5000, "ft_hz": FT_HZ}

@@ -52,7 +52,8 @@ robot is still driven only through the robot node's topics. `episode_events`
 number, else the next seed) and clears the robot node's trajectory; `sim.task_io` adds the task's
 observation, action and teleop-target topics (task actions run through the robot node); `task/status`
 (DiagnosticStatus: seed, progress, success, elapsed_steps, elapsed_s, perturbed_at, reset_ns,
-sync_timeouts) goes out at `task_status_hz`, on every reset and whenever success changes.
+sync_timeouts) goes out at `task_status_hz`, on every reset, whenever success changes and at the tick
+the episode reaches `max_steps` (parameter; 0: the task's own), so a follower sees that exact step.
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ class SimNode(Node):
 
         self.task: Task | None = None
         if task_cls is not None:
+            max_steps = int(p("max_steps", 0))                 # 0: the task's own
             self.task = make_task(task_name, robot=kind, physics_hz=self.physics_hz, gui=gui,
-                                  randomize=p("randomize", False), perturb=p("perturb", False))
+                                  randomize=p("randomize", False), perturb=p("perturb", False),
+                                  **({"max_steps": max_steps} if max_steps > 0 else {}))
             self.world = self.task.world
         else:
             self.world = SimWorld(SimWorldConfig(physics_hz=self.physics_hz, gui=gui))
@@ -252,7 +255,6 @@ class SimNode(Node):
         self.task_io = TaskIO(self, self.task, self.robot_node.joint_names)
         self._pending_seed: int | None = None
         self._tasks.append(_Task(self.task_io.period_ns, self._task_tick))
-        self._succeeded = False
         self.reset_task(seed)
 
     def reset_task(self, seed: int) -> None:
@@ -260,6 +262,7 @@ class SimNode(Node):
         self.task.command_sink = None          # the reset places the robot directly
         self.task.reset(seed)
         self.task.command_sink = self.task_io.send
+        self._ended = (False, False)                      # (success, done) at the last task tick
         self._reset_ns = self.world.time_ns
         self.task_io.clear()
         self.robot_node.reset_fault()
@@ -272,8 +275,9 @@ class SimNode(Node):
             seed, self._pending_seed = self._pending_seed, None
             self.reset_task(seed)
         self.task_io.tick()
-        if self.task.success() != self._succeeded:        # every success transition goes out at once
-            self._succeeded = not self._succeeded
+        ended = (self.task.success(), self.task.elapsed_steps >= self.task.config.max_steps)   # (step() is not used)
+        if ended != self._ended:                          # success and the step limit go out at once
+            self._ended = ended
             self.publish_task_status()
 
     def _on_episode_event(self, msg: Any) -> None:

@@ -209,6 +209,18 @@ def test_task_scene_status_and_reset_by_episode_event(rig):
     assert ex.spin_until(lambda: node.task.seed == 8, 5.0)
 
 
+def test_task_status_goes_out_at_the_step_the_episode_reaches_max_steps(rig):
+    """`max_steps` (here 7) reaches the task, and the status at that tick goes out at once, between
+    the slow `task_status_hz` ones, so an eval follower stops at exactly max_steps."""
+    node, obs, ex = rig(task="push_t", seed=3, max_steps=7, task_status_hz=0.1)
+    assert node.task.config.max_steps == 7
+    status = listen(obs, "diagnostic_msgs/msg/DiagnosticStatus", "task/status")
+    assert ex.spin_until(lambda: node.task.elapsed_steps >= 9, 5.0)
+    ex.spin_until(lambda: False, 0.05)                                    # deliver what is queued
+    steps = [int(_task_values(m)["elapsed_steps"]) for m in status]
+    assert 7 in steps and not node.task.success()
+
+
 def test_task_robot_is_driven_through_the_robot_node(rig):
     node, obs, ex = rig(task="push_t", stop_periods=5000)
     ex.spin_until(lambda: node.sim_time.seconds >= 0.1, 5.0)
