@@ -30,7 +30,7 @@ CHROMIUM_SETUP = if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1
 
 test: $(STAMP)
 	@$(CHROMIUM_SETUP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	@$(CHROMIUM_SETUP)
