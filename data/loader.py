@@ -287,6 +287,7 @@ class Normalizer:
         self.stats, self.modes = stats, dict(modes)
         self._scale: dict[str, torch.Tensor] = {}
         self._offset: dict[str, torch.Tensor] = {}
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # (name, device, dtype) -> tables
         for name, mode in self.modes.items():
             self._scale[name], self._offset[name] = self._affine(stats[name], mode)
 
@@ -317,11 +318,10 @@ class Normalizer:
         host-to-device copy per call on a GPU, which a CUDA graph capture could not contain)."""
         if name not in self.modes:
             raise LoaderError(f"no normalization for '{name}'; known: {', '.join(self.modes)}")
-        cache = self.__dict__.setdefault("_tables", {})
         key = (name, x.device, x.dtype)
-        if key not in cache:
-            cache[key] = (self._scale[name].to(x.device, x.dtype), self._offset[name].to(x.device, x.dtype))
-        return cache[key]
+        if key not in self._tables:
+            self._tables[key] = (self._scale[name].to(x.device, x.dtype), self._offset[name].to(x.device, x.dtype))
+        return self._tables[key]
 
     def normalize(self, name: str, x: torch.Tensor) -> torch.Tensor:
         scale, offset = self._params(name, x)
